@@ -1,0 +1,419 @@
+"""A bdb that understands trio tasks: stepping follows one task.
+
+Theory of operation
+===================
+
+The problem.  bdb decides where to stop from frames alone.  In a trio program
+every task is a chain of coroutine frames driven by trio's scheduler, and the
+settrace events those frames produce lie about what happens to them:
+
+* a coroutine that suspends at ``await`` reports a 'return' event, and a
+  'call' event when trio resumes it;
+* between the two, other tasks run, and in bdb's step mode (``stopframe is
+  None``) the first line of *any* task stops the debugger;
+* when a stepped coroutine really returns to trio, bdb's "stop in the caller"
+  lands in trio's scheduler or in whichever task runs next.
+
+pdb therefore stops in other tasks after ``step``, shows ``--Call--`` each
+time a coroutine is resumed, and ``next`` at the end of a coroutine runs the
+program to completion.
+
+Things that don't work.  Filtering by thread (debugpy's approach) is useless:
+all tasks share the trio thread.  Filtering by "frame is below the stop frame"
+fails because a resumed coroutine's ``f_back`` chain runs through trio's
+scheduler, not its logical caller.  Skipping trio's modules alone (bdb's
+``skip``) still stops in other tasks' user code.
+
+The design.  Every stop decision is made against the task that was stopped
+in (``_step_task``): ``stop_here`` is false for any frame that runs in another
+task.  Frames are never judged by ``f_back``; the task comes from trio's run
+context, which is exact inside a trace callback.  Suspension and resumption
+events are recognised from the opcode at ``f_lasti`` (see ``_frames``) and
+ignored, so ``next`` over ``await trio.sleep(1)`` stops at the next line of the
+same coroutine after trio resumes it, ``step`` never shows ``--Call--`` for a
+resumption, and a really returning coroutine hands stepping to its awaiting
+caller in the same task.  When the stepped task itself finishes, stepping
+moves to its parent task (or, for the main task, to whatever runs after
+``trio.run``).  Breakpoints are checked in every task, so another task's
+breakpoint still stops while stepping, and the stop says which task it is.
+
+Hidden frames (``_frames.is_hidden_frame``) are never line-traced: their
+'call' events return None and they never get ``f_trace`` from us, so trio's
+scheduler loop runs at full speed while a user steps.
+
+Known holes.  settrace is per thread, so breakpoints set from the trio thread
+do not fire in worker threads until they call ``set_trace()`` themselves.
+A coroutine driven by hand with ``coro.send()`` outside trio is followed by
+thread, not task.  ``breakpoint()`` inside a C callback sees no task.
+"""
+
+from __future__ import annotations
+
+import bdb
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import _frames, _trio_internals
+
+
+class DebuggerQuit(BaseException):
+    """Raised into the program when the user quits the debugger.
+
+    It is a BaseException (like KeyboardInterrupt) so that ``except Exception``
+    in the program does not swallow it; trio unwinds every task, running
+    ``finally`` blocks and ``async with`` exits, and dapper-trio reports one
+    line instead of a traceback.
+    """
+
+
+class _AnyTask:
+    """Sentinel: stepping is not tied to a task (stopped outside trio)."""
+
+    def __repr__(self) -> str:
+        return "ANY_TASK"
+
+
+ANY_TASK: Any = _AnyTask()
+
+
+class TaskAwareBdb(bdb.Bdb):
+    """bdb with stop decisions restricted to one trio task.
+
+    Meant to come first in the bases of a pdb/pdbpp subclass: it overrides
+    only the dispatch and stop logic and the stack builder, and leaves every
+    ``user_*`` hook and command to the front end.
+    """
+
+    #: The task (or ANY_TASK) that stepping follows.
+    _step_task: Any = ANY_TASK
+    #: The task the current stop happened in (None outside trio).
+    stop_task: trio.lowlevel.Task | None = None
+    #: Why the current stop happened, for the front end's header line.
+    stop_reason: str = ""
+    #: A reason that overrides "step" for the next stop (e.g. Ctrl-C).
+    _next_reason: str | None = None
+
+    def _take_reason(self, default: str) -> str:
+        reason = self._next_reason
+        self._next_reason = None
+        return reason or default
+
+    if TYPE_CHECKING:
+        # Provided by the front end (pdb's REPL); declared for type checking
+        # only, since a stub here would shadow pdb's through the MRO.
+        def interaction(
+            self, frame: types.FrameType | None, traceback: Any
+        ) -> None: ...
+
+    def _set_stopinfo(
+        self,
+        stopframe: types.FrameType | None,
+        returnframe: types.FrameType | None,
+        stoplineno: int = 0,
+    ) -> None:
+        # bdb's own (private, so untyped in typeshed); same four assignments.
+        self.stopframe = stopframe
+        self.returnframe = returnframe
+        self.quitting = False
+        self.stoplineno = stoplineno
+
+    # -- stop decisions --------------------------------------------------
+
+    def _in_step_task(self) -> bool:
+        wanted = self._step_task
+        if wanted is ANY_TASK:
+            # Any task -- but inside a trio run, only while a task runs: code
+            # trio's scheduler runs between task steps is not the program's.
+            return (
+                _trio_internals.current_task_or_none() is not None
+                or not _trio_internals.in_trio_thread()
+            )
+        return _trio_internals.current_task_or_none() is wanted
+
+    def stop_here(self, frame: types.FrameType) -> bool:
+        if frame is self.stopframe:
+            if self.stoplineno == -1:
+                return False
+            if not frame.f_lineno >= self.stoplineno:
+                return False
+        elif self.stopframe is not None:
+            return False
+        if not _frames.is_step_target(frame):
+            return False
+        return self._in_step_task()
+
+    def _stepping(self) -> bool:
+        return not (self.stopframe is self.botframe and self.stoplineno == -1) or (
+            self.returnframe is not None
+        )
+
+    # -- dispatch ----------------------------------------------------------
+
+    def dispatch_line(self, frame: types.FrameType) -> Any:
+        if _frames.is_hidden_frame(frame) and not self.break_anywhere(frame):
+            return None
+        if self.stop_here(frame):
+            self.stop_reason = self._take_reason("step")
+            self.user_line(frame)
+            self._raise_if_quitting()
+        elif self.break_here(frame):
+            self._next_reason = None
+            self.stop_reason = self._breakpoint_reason()
+            self.user_line(frame)
+            self._raise_if_quitting()
+        return self.trace_dispatch
+
+    def dispatch_call(self, frame: types.FrameType, arg: Any) -> Any:
+        if self.botframe is None:
+            # First call since reset(): the debugger's base frame.
+            self.botframe = frame.f_back
+            return self.trace_dispatch
+        interesting = (
+            self._stepping()
+            and _frames.is_step_target(frame)
+            and (
+                frame is self.stopframe
+                or frame is self.returnframe
+                or self.stopframe is None
+            )
+            and self._in_step_task()
+        )
+        if not interesting and not self.break_anywhere(frame):
+            return None
+        if _frames.is_resumption(frame):
+            # A coroutine picking up after an await: not a call.
+            return self.trace_dispatch
+        if interesting and self.stop_here(frame):
+            self.stop_reason = self._take_reason("step")
+            self.user_call(frame, arg)
+            self._raise_if_quitting()
+        return self.trace_dispatch
+
+    def dispatch_return(self, frame: types.FrameType, arg: Any) -> Any:
+        if _frames.is_suspension(frame):
+            # Suspended at an await/yield: trio will resume it later.
+            return self.trace_dispatch
+        if frame is self.returnframe or self.stop_here(frame):
+            self.stop_reason = self._take_reason("return")
+            try:
+                self.frame_returning = frame
+                self.user_return(frame, arg)
+            finally:
+                self.frame_returning = None
+            self._raise_if_quitting()
+        if (
+            frame is self.stopframe and self.stoplineno != -1
+        ) or frame is self.returnframe:
+            # The frame we were nexting/returning in is gone: keep stepping in
+            # its caller, within the same task.
+            self._set_stopinfo(None, None)
+        if self.stopframe is None and self._in_step_task():
+            if self._step_task is not ANY_TASK:
+                self._maybe_leave_task(frame)
+            # The caller may have run untraced until now (bdb issue #13183).
+            caller = frame.f_back
+            if caller is not None and not _frames.is_hidden_frame(caller):
+                caller.f_trace = self.trace_dispatch
+        return self.trace_dispatch
+
+    def dispatch_exception(self, frame: types.FrameType, arg: Any) -> Any:
+        exc_type, _, exc_tb = arg
+        if (
+            _frames.is_coroutine_code(frame.f_code)
+            and exc_type in (StopIteration, GeneratorExit)
+            and exc_tb is None
+        ):
+            # Internal StopIteration of an await completing: not user-visible.
+            return self.trace_dispatch
+        if self.stop_here(frame):
+            self.stop_reason = self._take_reason("exception")
+            self.user_exception(frame, arg)
+            self._raise_if_quitting()
+        return self.trace_dispatch
+
+    def _maybe_leave_task(self, frame: types.FrameType) -> None:
+        task = self._step_task
+        if task is ANY_TASK or task.coro.cr_frame is not frame:
+            return
+        # The task we were stepping is finishing: follow its parent.
+        nursery = task.parent_nursery
+        parent = nursery.parent_task if nursery is not None else None
+        if parent is None or _trio_internals.is_system_task(parent):
+            self._step_task = ANY_TASK
+        else:
+            self._step_task = parent
+
+    def _breakpoint_reason(self) -> str:
+        number = getattr(self, "currentbp", None)
+        return f"breakpoint {number}" if number else "breakpoint"
+
+    #: Called instead of raising DebuggerQuit where raising would hurt trio
+    #: (its scheduler, or one of its system tasks).
+    quit_without_raising: Any = None
+
+    def _raise_if_quitting(self) -> None:
+        if not self.quitting:
+            return
+        if _trio_internals.in_trio_thread():
+            task = _trio_internals.current_task_or_none()
+            if (task is None or _trio_internals.is_system_task(task)) and (
+                self.quit_without_raising is not None
+            ):
+                self.quit_without_raising()
+                return
+        raise DebuggerQuit
+
+    # -- commands that set where to stop next ----------------------------
+
+    def _follow(self, task: Any) -> None:
+        self._step_task = ANY_TASK if task is None else task
+
+    def set_step(self) -> None:
+        self._follow(self.selected_task())
+        super().set_step()
+
+    def set_next(self, frame: types.FrameType) -> None:
+        self._follow(self.selected_task())
+        self._trace_frame(frame)
+        super().set_next(frame)
+
+    def set_until(self, frame: types.FrameType, lineno: int | None = None) -> None:
+        self._follow(self.selected_task())
+        self._trace_frame(frame)
+        super().set_until(frame, lineno)
+
+    def set_return(self, frame: types.FrameType) -> None:
+        self._follow(self.selected_task())
+        self._trace_frame(frame)
+        # Stop at this frame's real return (--Return--), for plain functions
+        # and coroutines alike; suspensions in between are ignored.
+        self._set_stopinfo(frame, frame, -1)
+
+    def _trace_frame(self, frame: types.FrameType) -> None:
+        if not _frames.is_hidden_frame(frame):
+            frame.f_trace = self.trace_dispatch
+
+    def selected_task(self) -> trio.lowlevel.Task | None:
+        """The task the next stepping command applies to (the stopped one)."""
+        return self.stop_task
+
+    # -- entering the debugger from outside the trace function ------------
+
+    def start_tracing(self, frame: types.FrameType | None) -> None:
+        """Install the trace function so stepping works from *frame* on.
+
+        Only user frames get a local trace function; trio's scheduler frames
+        stay untraced.
+        """
+        self._ensure_botframe(frame)
+        node = frame
+        while node is not None:
+            if not _frames.is_hidden_frame(node):
+                node.f_trace = self.trace_dispatch
+            node = node.f_back
+        sys.settrace(self.trace_dispatch)
+
+    def _ensure_botframe(self, frame: types.FrameType | None) -> None:
+        if self.botframe is not None:
+            return
+        node = frame if frame is not None else sys._getframe(1)
+        while node.f_back is not None:
+            node = node.f_back
+        self.botframe = node
+
+    def _resume_tracing(self, frame: types.FrameType | None) -> None:
+        """After a stop entered directly: trace only if a command needs it."""
+        if self.quitting:
+            sys.settrace(None)
+        elif self._stepping() or self.breaks:
+            self.start_tracing(frame)
+        else:
+            sys.settrace(None)
+
+    # A stop entered directly (not from inside the trace function) runs the
+    # REPL with tracing switched off, as it is inside a trace callback;
+    # afterwards tracing is switched back on only if the command needs it.
+
+    def enter_live(self, frame: types.FrameType) -> None:
+        """Stop at *frame*, which is running on this thread (set_trace & co)."""
+        sys.settrace(None)
+        self._ensure_botframe(frame)
+        self.interaction(frame, None)
+        self._resume_tracing(frame)
+
+    def enter_suspended(self, frame: types.FrameType) -> None:
+        """Stop on a suspended coroutine *frame* of ``stop_task`` (idle pause)."""
+        sys.settrace(None)
+        self._ensure_botframe(sys._getframe(1))
+        self.interaction(frame, None)
+        self._resume_tracing(sys._getframe(1))
+
+    def request_pause(self, frame: types.FrameType | None, *, task: Any) -> None:
+        """Stop at the next user line in *task* (or any task): Ctrl-C."""
+        self._next_reason = "interrupted (Ctrl-C)"
+        self._follow(task)
+        self._set_stopinfo(None, None)
+        self.start_tracing(frame)
+
+    def cancel_pause(self) -> None:
+        """Forget an unserved pause request."""
+        self._next_reason = None
+        self._set_stopinfo(self.botframe, None, -1)
+        self.stop_tracing_if_idle()
+
+    def stop_tracing_if_idle(self) -> None:
+        """Remove tracing when nothing needs it (continue, no breakpoints)."""
+        if self._stepping() or self.breaks:
+            return
+        sys.settrace(None)
+
+    def task_stack(
+        self, frame: types.FrameType | None, tb: types.TracebackType | None
+    ) -> tuple[list[tuple[types.FrameType, int]], int]:
+        """bdb's get_stack, but a task's stack ends at the task's root frame."""
+        if tb is not None and frame is None:
+            stack = list(_frames.iter_traceback(tb))
+            return stack, max(0, len(stack) - 1)
+        if tb is not None and tb.tb_frame is frame:
+            tb = tb.tb_next
+        task = self.stop_task
+        if (
+            frame is not None
+            and task is not None
+            and task is not _trio_internals.current_task_or_none()
+        ):
+            # Stopped on another (suspended) task: show its await chain.
+            stack = _frames.suspended_task_stack(task)
+            frames = [entry[0] for entry in stack]
+            if frame in frames:
+                del stack[frames.index(frame) + 1 :]
+            else:
+                stack = [(frame, frame.f_lineno)]
+        elif frame is not None and task is not None and task.coro.cr_frame is not None:
+            stack = _frames.running_task_stack(frame, task)
+            if stack and stack[0][0] is not task.coro.cr_frame:
+                # Not actually inside that task's chain (e.g. a worker thread).
+                stack = self._thread_stack(frame)
+        elif frame is not None:
+            stack = self._thread_stack(frame)
+        else:
+            stack = []
+        index = max(0, len(stack) - 1)
+        stack.extend(_frames.iter_traceback(tb))
+        return stack, index
+
+    def _thread_stack(
+        self, frame: types.FrameType
+    ) -> list[tuple[types.FrameType, int]]:
+        stack = []
+        node: types.FrameType | None = frame
+        while node is not None:
+            stack.append((node, node.f_lineno))
+            if node is self.botframe:
+                break
+            node = node.f_back
+        stack.reverse()
+        return stack
