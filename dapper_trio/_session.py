@@ -1,0 +1,467 @@
+"""Process-wide debugger state: one REPL at a time, Ctrl-C, and trio runs.
+
+Theory of operation (Ctrl-C)
+============================
+
+The problem.  Three parties want SIGINT: trio (KeyboardInterrupt into the
+run, delivered at a checkpoint when the interrupted code is KI-protected), pdb
+(which installs its own handler in ``continue`` and keeps the previous one on
+a class attribute, so after ``c`` a Ctrl-C breaks into pdb instead of reaching
+trio: trio issue 1155), and the person at the terminal, who expects Ctrl-C at
+a prompt to clear the line and, under ``dapper-trio run``, Ctrl-C while the
+program runs to pause it.
+
+Things that don't work.  Letting pdb install its handler (``nosigint=False``)
+loses trio's handler for good.  Installing ours before ``trio.run`` starts
+makes trio skip installing its own (it only installs over the default), so
+KI protection is lost.  Pausing from inside the signal handler when the trio
+loop is idle in epoll never happens: no user code runs, so no trace event
+fires (debugpy issue 1376).
+
+The design.  The REPL is always built with ``nosigint=True``.  While a REPL is
+open, our handler is installed (main thread only) and turns Ctrl-C into a
+KeyboardInterrupt *only while the REPL reads input or runs a command*, which
+the REPL catches to redraw its prompt; on leaving the REPL the previous
+handler is put back, but only if ours is still the installed one.  Under
+``dapper-trio run`` (``supervise_sigint``) our handler stays installed for the
+whole program: ``trio.run`` is wrapped so that trio installs its handler
+first, and dapper-trio's instrument then wraps it in ``before_run``.  A Ctrl-C
+while the program runs asks for a pause: if user code was interrupted, the
+debugger stops at its next line in the same task; otherwise (trio internals,
+or an idle loop) the next user line of any task stops, and a callback sent
+through ``TrioToken.run_sync_soon`` wakes the loop and opens the REPL on the
+main task's await chain if nothing ran first.  A second Ctrl-C within one
+second, before the pause was served, calls trio's own handler: a normal
+KeyboardInterrupt.
+
+Known holes.  A REPL in a worker thread cannot be interrupted at its prompt
+(Python runs signal handlers only in the main thread), so Ctrl-C there is
+ignored rather than clearing the line.  A program stuck in a long C call
+pauses only when the call returns (a second Ctrl-C interrupts it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import _frames, _tasks, _trio_internals
+from ._engine import ANY_TASK, DebuggerQuit
+
+if TYPE_CHECKING:
+    from ._repl import TrioPdb
+
+if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
+    from exceptiongroup import BaseExceptionGroup
+
+SigintHandler = Callable[[int, types.FrameType | None], Any]
+
+#: A second Ctrl-C within this many seconds of an unserved pause request
+#: delivers a normal KeyboardInterrupt.
+DOUBLE_PRESS_SECONDS = 1.0
+
+
+def breakpoints_disabled() -> bool:
+    """True when ``PYTHONBREAKPOINT=0`` turns debugging off (read on each call)."""
+    return os.environ.get("PYTHONBREAKPOINT") == "0"
+
+
+def is_quit(exc: BaseException, *, quit_requested: bool) -> bool:
+    """True if *exc* is only the debugger quitting (possibly inside groups)."""
+    if isinstance(exc, DebuggerQuit):
+        return True
+    if isinstance(exc, KeyboardInterrupt):
+        return quit_requested
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [
+            leaf for leaf in _iter_leaves(exc) if not isinstance(leaf, trio.Cancelled)
+        ]
+        return bool(leaves) and all(
+            is_quit(leaf, quit_requested=quit_requested) for leaf in leaves
+        )
+    return False
+
+
+def _iter_leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for child in exc.exceptions:
+            yield from _iter_leaves(child)
+    else:
+        yield exc
+
+
+QUIT_MESSAGE = "[dapper-trio] debugger quit: the program was stopped."
+
+
+class SessionInstrument(trio.abc.Instrument):
+    """Task ids and exits for the registry; Ctrl-C wrapping around each run."""
+
+    def __init__(self, session: DebugSession) -> None:
+        self.session = session
+
+    def before_run(self) -> None:
+        self.session._run_started()
+
+    def after_run(self) -> None:
+        self.session._run_finished()
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        _tasks.REGISTRY.spawned(task)
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        _tasks.REGISTRY.exited(task)
+
+
+class DebugSession:
+    """Everything the debugger keeps per process.
+
+    There is one session per process (``get_session()``).  It owns the
+    debugger instance of each thread, serialises REPLs, and handles SIGINT.
+    """
+
+    def __init__(self, *, process_name: str | None = None) -> None:
+        self.process_name = process_name or _default_process_name()
+        self.supervise_sigint = False
+        self.disabled = False
+        self.quit_requested = False
+        self.instrument = SessionInstrument(self)
+        self._local = threading.local()
+        self._main_debugger: TrioPdb | None = None
+        self._repl_lock = threading.RLock()
+        self._repl_thread: int | None = None
+        self._repl_debugger: TrioPdb | None = None
+        self._pending_pause_at: float | None = None
+        self._ki_fallback: SigintHandler = signal.default_int_handler
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._real_trio_run: Callable[..., Any] | None = None
+
+    # -- identity ---------------------------------------------------------
+
+    def describe_process(self) -> str:
+        return f"{self.process_name} (pid {os.getpid()})"
+
+    # -- debuggers ----------------------------------------------------------
+
+    def debugger(self) -> TrioPdb:
+        """This thread's debugger (created on first use; breakpoints shared)."""
+        existing: TrioPdb | None = getattr(self._local, "debugger", None)
+        if existing is not None:
+            return existing
+        from ._repl import TrioPdb
+
+        created = TrioPdb(self, use_global_pdb=False)
+        created.quit_without_raising = self._quit_by_interrupt
+        if self._main_debugger is None:
+            self._main_debugger = created
+        else:
+            # bdb keeps Breakpoint objects globally but the file->lines index
+            # per instance: share it so every thread sees every breakpoint.
+            created.breaks = self._main_debugger.breaks
+        self._local.debugger = created
+        return created
+
+    # -- one REPL at a time -------------------------------------------------
+
+    @contextlib.contextmanager
+    def repl_turn(
+        self, debugger: TrioPdb, frame: types.FrameType | None, tb: Any
+    ) -> Iterator[bool]:
+        """Hold the terminal for one REPL; yields False if no REPL can open."""
+        if self.disabled:
+            yield False
+            return
+        with self._repl_lock:
+            self._pending_pause_at = None
+            if not _stdin_is_terminal():
+                _say_no_terminal(debugger, frame, tb)
+                yield False
+                return
+            outer = (self._repl_thread, self._repl_debugger)
+            self._repl_thread = threading.get_ident()
+            self._repl_debugger = debugger
+            restore = self._install_sigint_for_repl()
+            _flush_std_streams()
+            self._ensure_instrument()
+            try:
+                yield True
+            finally:
+                restore()
+                self._repl_thread, self._repl_debugger = outer
+                if debugger.quitting:
+                    self.quit_requested = True
+                    self.disabled = True
+
+    def clear_pending_pause(self) -> None:
+        self._pending_pause_at = None
+
+    def _ensure_instrument(self) -> None:
+        if not _trio_internals.in_trio_thread():
+            return
+        try:
+            trio.lowlevel.add_instrument(self.instrument)
+            self._token = trio.lowlevel.current_trio_token()
+        except RuntimeError:  # pragma: no cover - between runs
+            pass
+
+    # -- pausing from program code -------------------------------------------
+
+    def pause_here(
+        self,
+        frame: types.FrameType,
+        *,
+        reason: str,
+        task: trio.lowlevel.Task | None = None,
+    ) -> None:
+        """Open the REPL at *frame* now, then trace as the user's command asks.
+
+        Raises DebuggerQuit if the user quit.
+        """
+        if self.disabled:
+            return
+        debugger = self.debugger()
+        debugger.stop_task = (
+            task if task is not None else _trio_internals.current_task_or_none()
+        )
+        debugger.stop_reason = reason
+        debugger._via_set_trace_frame = frame
+        debugger.enter_live(frame)
+        if debugger.quitting:
+            raise DebuggerQuit
+
+    # -- SIGINT -----------------------------------------------------------
+
+    def _install_sigint_for_repl(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return _nothing
+        try:
+            previous = signal.getsignal(signal.SIGINT)
+        except ValueError:  # pragma: no cover
+            return _nothing
+        if previous == self._on_sigint:
+            return _nothing
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+        def restore() -> None:
+            # Put the previous handler back only if ours is still installed:
+            # the program may have installed its own meanwhile.
+            if signal.getsignal(signal.SIGINT) == self._on_sigint:
+                signal.signal(signal.SIGINT, previous)
+
+        return restore
+
+    def supervise(self) -> None:
+        """Own SIGINT for the whole program (``dapper-trio run``): Ctrl-C pauses."""
+        self.supervise_sigint = True
+        self._ki_fallback = signal.default_int_handler
+        signal.signal(signal.SIGINT, self._on_sigint)
+        self._wrap_trio_run()
+
+    def _on_sigint(self, signum: int, frame: types.FrameType | None) -> None:
+        repl_thread = self._repl_thread
+        if repl_thread is not None:
+            debugger = self._repl_debugger
+            if (
+                repl_thread == threading.get_ident()
+                and debugger is not None
+                and debugger.allow_kbdint
+            ):
+                raise KeyboardInterrupt
+            # A REPL is open (in another thread, or still drawing): Ctrl-C
+            # never kills or cancels anything then.
+            return
+        if not self.supervise_sigint or self.disabled:
+            self._ki_fallback(signum, frame)
+            return
+        now = time.monotonic()
+        pending = self._pending_pause_at
+        if pending is not None and now - pending < DOUBLE_PRESS_SECONDS:
+            self._pending_pause_at = None
+            debugger = self._main_debugger
+            if debugger is not None:
+                debugger.cancel_pause()
+            self._ki_fallback(signum, frame)
+            return
+        self._pending_pause_at = now
+        self._request_pause(frame)
+
+    def _request_pause(self, frame: types.FrameType | None) -> None:
+        debugger = self.debugger()
+        task = _trio_internals.current_task_or_none()
+        if (
+            frame is not None
+            and not _frames.is_hidden_frame(frame)
+            and task is not None
+        ):
+            debugger.request_pause(frame, task=task)
+        else:
+            debugger.request_pause(frame, task=ANY_TASK)
+            token = self._token
+            if token is not None:
+                try:
+                    token.run_sync_soon(self._pause_idle_loop)
+                except trio.RunFinishedError:  # pragma: no cover - racing exit
+                    pass
+
+    def _pause_idle_loop(self) -> None:
+        # Runs in trio's run_sync_soon task: the loop woke up for us.  If no
+        # user code has run since Ctrl-C, the program is waiting on I/O or a
+        # timer: pause on the main task's await chain.
+        if self._pending_pause_at is None:
+            return
+        task = _trio_internals.main_task()
+        debugger = self.debugger()
+        if task is None or not _frames.suspended_task_stack(task):
+            return
+        found = _frames.innermost_user_frame(_frames.suspended_task_stack(task))
+        if found is None:
+            return
+        debugger.stop_task = task
+        debugger.stop_reason = "interrupted (Ctrl-C) while the trio loop was idle"
+        debugger.enter_suspended(found[0])
+        if debugger.quitting:
+            self._quit_by_interrupt()
+
+    def _quit_by_interrupt(self) -> None:
+        # We are in trio's scheduler or one of its system tasks, where an
+        # exception would be a TrioInternalError: quit by delivering a normal
+        # KeyboardInterrupt to the run (trio's own handler), which unwinds
+        # every task; the launcher reports it as the debugger quitting.
+        self.quit_requested = True
+        self.disabled = True
+        self._ki_fallback(signal.SIGINT, sys._getframe())
+
+    # -- trio.run integration -------------------------------------------------
+
+    def _wrap_trio_run(self) -> None:
+        if self._real_trio_run is not None:
+            return
+        real = trio.run
+        self._real_trio_run = real
+        session = self
+
+        def run(async_fn: Any, *args: Any, **kwargs: Any) -> Any:
+            instruments = list(kwargs.pop("instruments", ()))
+            if session.instrument not in instruments:
+                instruments.append(session.instrument)
+            # Let trio install its own KI handler; the instrument wraps it.
+            if signal.getsignal(signal.SIGINT) == session._on_sigint:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                return real(async_fn, *args, instruments=instruments, **kwargs)
+            finally:
+                session._ki_fallback = signal.default_int_handler
+                if (
+                    session.supervise_sigint
+                    and threading.current_thread() is threading.main_thread()
+                ):
+                    signal.signal(signal.SIGINT, session._on_sigint)
+
+        run.__doc__ = real.__doc__
+        run.__wrapped__ = real  # type: ignore[attr-defined]
+        trio.run = run  # type: ignore[assignment]
+
+    def _run_started(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        if (
+            self.supervise_sigint
+            and threading.current_thread() is threading.main_thread()
+        ):
+            installed = signal.getsignal(signal.SIGINT)
+            if installed != self._on_sigint and callable(installed):
+                self._ki_fallback = installed
+            signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _run_finished(self) -> None:
+        self._token = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGINT) == self._on_sigint:
+            fallback = self._ki_fallback
+            signal.signal(signal.SIGINT, fallback)
+        self._ki_fallback = signal.default_int_handler
+
+    # -- quitting ---------------------------------------------------------
+
+    def install_excepthook(self) -> None:
+        """Make an uncaught DebuggerQuit print one line instead of a traceback."""
+        previous = sys.excepthook
+        if getattr(previous, "__dapper_trio__", False):
+            return
+        session = self
+
+        def hook(
+            exc_type: type[BaseException],
+            exc: BaseException,
+            tb: types.TracebackType | None,
+        ) -> None:
+            if is_quit(exc, quit_requested=session.quit_requested):
+                print(QUIT_MESSAGE, file=sys.stderr, flush=True)
+                return
+            previous(exc_type, exc, tb)
+
+        hook.__dapper_trio__ = True  # type: ignore[attr-defined]
+        sys.excepthook = hook
+
+
+def _nothing() -> None:
+    return None
+
+
+def _default_process_name() -> str:
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "python"
+    return os.path.basename(argv0) or "python"
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):
+        return False
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (ValueError, OSError):
+            pass
+
+
+def _say_no_terminal(debugger: TrioPdb, frame: types.FrameType | None, tb: Any) -> None:
+    tb = getattr(tb, "__traceback__", tb)
+    if frame is None and isinstance(tb, types.TracebackType):
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        frame = tb.tb_frame
+    at = f" at {_frames.describe_frame(frame)}" if frame is not None else ""
+    print(
+        f"{debugger.header()}{at}: no REPL can open because standard input is "
+        "not a terminal; the program continues.",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+_SESSION: DebugSession | None = None
+_SESSION_LOCK = threading.Lock()
+
+
+def get_session() -> DebugSession:
+    """The process's debug session, created on first use."""
+    global _SESSION
+    if _SESSION is None:
+        with _SESSION_LOCK:
+            if _SESSION is None:
+                _SESSION = DebugSession()
+                _SESSION.install_excepthook()
+    return _SESSION
