@@ -1,0 +1,182 @@
+"""The ``dapper-trio`` command line (also ``python -m dapper_trio``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+
+RUN_USAGE = (
+    "dapper-trio run [-c] [-b [FILE:]LINE[,CONDITION]]... [--in-process] "
+    "[--ipc {unix,tcp}] (script.py | -m module) [args...]"
+)
+
+RUN_DESCRIPTION = """\
+Run a Python program under the trio-aware debugger and stop at its first line,
+like `python -m pdb`.  The program sees the sys.argv, __name__, sys.path[0]
+and working directory it would see under plain `python`, and the exit status
+is the program's.
+
+By default the program runs in a child process supervised by this one and
+connected to it over a private, authenticated socket; --in-process runs it in
+this process with the same behaviour.
+
+At the (Pdb++) prompt, besides every pdb/pdb++ command:
+  tasks [-a]        the live trio task tree
+  task [ID|NAME]    look at another task's await chain (`task` to come back)
+  scopes            cancel scopes around the task: deadlines, shields, reasons
+  exceptions [N]    leaves of an ExceptionGroup in a post-mortem
+
+Ctrl-C while the program runs pauses it (press twice within a second for a
+plain KeyboardInterrupt); Ctrl-C at the prompt clears the line."""
+
+
+def _version_text() -> str:
+    import pdbpp_utils
+    import trio
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    return (
+        f"dapper-trio {__version__} "
+        f"(trio {trio.__version__}, pdbpp {pdbpp_utils.__version__}, Python {python})"
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dapper-trio",
+        description="A debugger runtime for Trio programs.",
+        epilog="See 'dapper-trio run --help' and docs/terminal.md.",
+    )
+    parser.add_argument("--version", action="version", version=_version_text())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="debug a script or module at the terminal",
+        usage=RUN_USAGE,
+        description=RUN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_options(run)
+    return parser
+
+
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "-c",
+        "--continue",
+        dest="stop_on_entry",
+        action="store_false",
+        help="don't stop at the first line; run until a breakpoint",
+    )
+    run.add_argument(
+        "-b",
+        "--break",
+        dest="breakpoints",
+        action="append",
+        default=[],
+        metavar="[FILE:]LINE[,CONDITION]",
+        help=(
+            "set a breakpoint before the program starts (repeatable); FILE "
+            "defaults to the program's main file, CONDITION is a Python expression"
+        ),
+    )
+    run.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the program in this process instead of a supervised child",
+    )
+    run.add_argument(
+        "--ipc",
+        choices=("unix", "tcp"),
+        default="unix",
+        help="transport between supervisor and program (default: unix)",
+    )
+    run.add_argument(
+        "-m", dest="module", metavar="MODULE", help="run a module as a script"
+    )
+
+
+_RUN_FLAGS_WITH_VALUE = {"-b", "--break", "--ipc"}
+
+
+def _split_run_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split ``run``'s arguments into (our options, the program and its args).
+
+    Options end at the script name, at ``-m MODULE`` (everything after the
+    module name belongs to the program) or at ``--``.
+    """
+    ours: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token == "--":
+            return ours, list(argv[index + 1 :])
+        if token == "-m":
+            ours.extend(argv[index : index + 2])
+            return ours, list(argv[index + 2 :])
+        if token.startswith("-m") and len(token) > 2 and not token.startswith("--"):
+            ours.append(token)
+            return ours, list(argv[index + 1 :])
+        if not token.startswith("-") or token == "-":
+            return ours, list(argv[index:])
+        ours.append(token)
+        if token in _RUN_FLAGS_WITH_VALUE:
+            if index + 1 < len(argv):
+                ours.append(argv[index + 1])
+            index += 2
+            continue
+        index += 1
+    return ours, []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dapper-trio`` console script."""
+    if argv is None:
+        argv = sys.argv[1:]
+    argv = list(argv)
+    parser = _build_parser()
+    if argv[:1] == ["run"]:
+        ours, program = _split_run_argv(argv[1:])
+        args = parser.parse_args(["run", *ours])
+        return _cmd_run(parser, args, program)
+    args = parser.parse_args(argv)
+    parser.print_help()
+    return 2
+
+
+def _cmd_run(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, program: list[str]
+) -> int:
+    from ._launcher import LaunchError, RunOptions, Target
+
+    if args.module is not None:
+        target = Target("module", args.module, tuple(program))
+    elif program:
+        target = Target("script", program[0], tuple(program[1:]))
+    else:
+        parser.error("run: give a script to run, or -m MODULE")
+    for spec in args.breakpoints:
+        location = spec.partition(",")[0].strip()
+        line = location.rpartition(":")[2]
+        if not line.isdigit():
+            parser.error(
+                f"run: bad breakpoint {spec!r}: expected [FILE:]LINE[,CONDITION]"
+            )
+    options = RunOptions(
+        stop_on_entry=args.stop_on_entry, breakpoints=tuple(args.breakpoints)
+    )
+    try:
+        if args.in_process:
+            from ._launcher import resolve, run_program
+
+            resolve(target)
+            return run_program(target, options)
+        from ._backends import supervise_program
+
+        return supervise_program(target, options, transport=args.ipc)
+    except LaunchError as exc:
+        print(f"dapper-trio: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,243 @@
+"""Run a script or module under the debugger, as plain ``python`` would run it.
+
+``sys.argv``, ``__name__ == "__main__"``, ``sys.path[0]`` and the working
+directory are what the program would see under ``python script.py`` or
+``python -m module``; the exit status is the program's.  This is the code
+that runs the program in ``--in-process`` mode and inside the debuggee
+process in subprocess mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import runpy
+import signal
+import sys
+import traceback
+from collections.abc import Iterator
+from typing import Literal
+
+from . import _frames
+from ._session import QUIT_MESSAGE, DebugSession, get_session, is_quit
+
+__tracebackhide__ = True
+
+
+class LaunchError(Exception):
+    """The program could not be started (missing file, unknown module...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What to run: a script path or a module name, with its arguments."""
+
+    kind: Literal["script", "module"]
+    name: str
+    args: tuple[str, ...] = ()
+
+    def process_name(self) -> str:
+        return os.path.basename(self.name) if self.kind == "script" else self.name
+
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "name": self.name, "args": list(self.args)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Target:
+        kind = data["kind"]
+        name = data["name"]
+        args = data.get("args", [])
+        valid = (
+            kind in ("script", "module")
+            and isinstance(name, str)
+            and isinstance(args, list)
+            and all(isinstance(a, str) for a in args)
+        )
+        if not valid:
+            # A malformed message from the supervisor: a bad value, whatever
+            # part of it is wrong.
+            raise ValueError(f"bad target: {data!r}")
+        return cls(kind, name, tuple(args))  # type: ignore[arg-type]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How to run it: stop at the first line or not, breakpoints to set."""
+
+    stop_on_entry: bool = True
+    breakpoints: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "stop_on_entry": self.stop_on_entry,
+            "breakpoints": list(self.breakpoints),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> RunOptions:
+        stop = data.get("stop_on_entry", True)
+        breaks = data.get("breakpoints", [])
+        if not isinstance(stop, bool) or not isinstance(breaks, list):
+            raise ValueError(f"bad run options: {data!r}")  # noqa: TRY004 - as above
+        return cls(bool(stop), tuple(str(b) for b in breaks))
+
+
+def resolve(target: Target) -> str:
+    """Check that *target* exists; return the file whose first line we stop at."""
+    if target.kind == "script":
+        if not os.path.exists(target.name):
+            raise LaunchError(f"can't open file {target.name!r}: no such file")
+        if os.path.isdir(target.name):
+            main = os.path.join(target.name, "__main__.py")
+            if not os.path.exists(main):
+                raise LaunchError(f"can't find '__main__.py' in {target.name!r}")
+            return os.path.abspath(main)
+        return os.path.abspath(target.name)
+    try:
+        spec = importlib.util.find_spec(target.name)
+    except (ImportError, ValueError) as exc:
+        raise LaunchError(f"no module named {target.name!r} ({exc})") from None
+    if spec is None:
+        raise LaunchError(f"no module named {target.name!r}")
+    if spec.submodule_search_locations is not None:
+        # A package: python -m runs its __main__ submodule.
+        try:
+            main_spec = importlib.util.find_spec(target.name + ".__main__")
+        except ImportError:
+            main_spec = None
+        if main_spec is None or main_spec.origin is None:
+            raise LaunchError(
+                f"{target.name!r} is a package and cannot be directly executed"
+            )
+        return os.path.abspath(main_spec.origin)
+    if spec.origin is None or not os.path.exists(spec.origin):
+        raise LaunchError(f"module {target.name!r} has no source file to debug")
+    return os.path.abspath(spec.origin)
+
+
+def run_program(
+    target: Target,
+    options: RunOptions,
+    *,
+    session: DebugSession | None = None,
+) -> int:
+    """Run *target* under the debugger in this process; return its exit status.
+
+    A KeyboardInterrupt that reaches the top (two Ctrl-C presses) ends this
+    process the way Python does: killed by SIGINT.
+    """
+    if session is None:
+        session = get_session()
+    session.process_name = target.process_name()
+    if target.kind == "script":
+        sys.path[0] = os.path.dirname(os.path.abspath(target.name))
+        sys.argv = [target.name, *target.args]
+    else:
+        sys.path[0] = os.getcwd()
+        sys.argv = [target.name, *target.args]  # runpy replaces argv[0] with the path
+    main_file = resolve(target)
+    session.supervise()
+    debugger = session.debugger()
+    for spec in options.breakpoints:
+        location, comma, condition = spec.partition(",")
+        if location.strip().isdigit():  # a bare line: in the main file, as in pdb
+            spec = f"{main_file}:{location.strip()}{comma}{condition}"
+        debugger.onecmd(f"break {spec}")
+    debugger.reset()
+    here = sys._getframe()
+    # The debugger's base frame: nothing above the program is shown.
+    debugger.botframe = here
+    if options.stop_on_entry:
+        debugger.mainpyfile = debugger.canonic(main_file)
+        debugger._wait_for_mainpyfile = True
+        debugger._follow(None)
+        debugger.start_tracing(here)
+    elif debugger.breaks:
+        debugger._ensure_botframe(here)
+        debugger.set_continue()
+        debugger.start_tracing(here)
+    try:
+        if target.kind == "script":
+            runpy.run_path(target.name, run_name="__main__")
+        else:
+            runpy.run_module(target.name, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        return _exit_status(exc)
+    except BaseException as exc:
+        sys.settrace(None)
+        return _report_uncaught(exc, session)
+    finally:
+        sys.settrace(None)
+    return 0
+
+
+def _exit_status(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _user_traceback(exc: BaseException) -> BaseException:
+    # What python would print: from the program's first frame, without
+    # runpy's frames above it or dapper-trio's anywhere.
+    tb = exc.__traceback__
+    while tb is not None and _frames.is_hidden_frame(tb.tb_frame):
+        tb = tb.tb_next
+    if tb is not None:
+        exc.__traceback__ = tb
+    _frames.strip_own_frames(exc)
+    return exc
+
+
+def _report_uncaught(exc: BaseException, session: DebugSession) -> int:
+    if is_quit(exc, quit_requested=session.quit_requested):
+        print(QUIT_MESSAGE, file=sys.stderr, flush=True)
+        return 1
+    exc = _user_traceback(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+        _die_by_sigint()
+        return 130  # pragma: no cover - only if the signal did not kill us
+    if not _interrupted(exc) and not session.disabled:
+        session.debugger().post_mortem_of(exc)
+    if is_quit(exc, quit_requested=session.quit_requested):  # pragma: no cover
+        print(QUIT_MESSAGE, file=sys.stderr, flush=True)
+        return 1
+    traceback.print_exception(type(exc), exc, exc.__traceback__)
+    return 1
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """True if *exc* is only Ctrl-C (KeyboardInterrupt, possibly in groups).
+
+    Someone who pressed Ctrl-C twice wants the program stopped, not a
+    post-mortem.  (Python then exits with status 1 for a group and by SIGINT
+    for a bare KeyboardInterrupt; so do we.)
+    """
+    leaves = [leaf for leaf in _iter_leaves(exc) if type(leaf).__name__ != "Cancelled"]
+    return bool(leaves) and all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves)
+
+
+def _iter_leaves(exc: BaseException) -> Iterator[BaseException]:
+    children = getattr(exc, "exceptions", None)
+    if isinstance(children, tuple):
+        for child in children:
+            yield from _iter_leaves(child)
+    else:
+        yield exc
+
+
+def _die_by_sigint() -> None:
+    """Exit as CPython does after an uncaught KeyboardInterrupt."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (ValueError, OSError):
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
