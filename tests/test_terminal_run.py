@@ -1,0 +1,124 @@
+"""``dapper-trio run``: entry points, the program's view of the world, exit status.
+
+Every test runs at a real terminal (pexpect over a pty) in both modes; the
+harness in conftest.py fails a test that leaves a process or socket behind.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from terminal import PROGRAMS, dapper_command, line_of, run_under_debugger, terminal_env
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=["subprocess", "in-process"], name="mode")
+def _mode(request: pytest.FixtureRequest) -> str:
+    mode: str = request.param
+    return mode
+
+
+def test_stops_at_first_line(mode: str) -> None:
+    """run stops at the program's first line, naming why, the process and no task."""
+    with run_under_debugger("tasks_demo.py", mode=mode) as term:
+        out = term.expect_prompt()
+        assert "[dapper-trio] entry: first line of the program outside trio" in out
+        assert "process tasks_demo.py (pid " in out
+        assert "tasks_demo.py(1)<module>()" in out
+        assert '-> """Two workers in a nursery' in out
+        term.sendline("c")
+        rest = term.expect_exit()
+        assert "result 7" in rest
+    assert term.exitstatus == 0
+
+
+def test_program_sees_plain_python_world(mode: str) -> None:
+    """sys.argv, __name__, sys.path[0], cwd and the exit status match plain python."""
+    plain = subprocess.run(
+        [sys.executable, "show_env.py", "3", "x y"],
+        cwd=PROGRAMS,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert plain.returncode == 3
+    with run_under_debugger(
+        "show_env.py", "3", "x y", mode=mode, options=["-c"]
+    ) as term:
+        out = term.expect_exit()
+    assert term.exitstatus == 3
+    for line in plain.stdout.splitlines():
+        assert line in out.splitlines()
+
+
+def test_module_entry(mode: str) -> None:
+    """run -m pkg.mod stops at the module's first line, with its argv and __name__."""
+    with run_under_debugger("pkg.mod", mode=mode, options=["-m"]) as term:
+        # The harness puts the script argument ("pkg.mod") right after -m.
+        out = term.expect_prompt()
+        assert "process pkg.mod (pid " in out
+        assert "pkg/mod.py(1)<module>()" in out
+        term.sendline("c")
+        rest = term.expect_exit()
+    assert "module name __main__" in rest
+    assert term.exitstatus == 0
+
+
+def test_module_args_are_the_programs(mode: str) -> None:
+    """Everything after -m MODULE belongs to the program, options included."""
+    with run_under_debugger(
+        "pkg.mod", "--flag", "-c", "value", mode=mode, options=["-c", "-m"]
+    ) as term:
+        out = term.expect_exit()
+    assert "module argv ['--flag', '-c', 'value']" in out
+    assert term.exitstatus == 0
+
+
+def test_continue_option_and_conditional_breakpoint(mode: str) -> None:
+    """-c runs to a -b FILE:LINE,CONDITION breakpoint that holds only when true."""
+    line = line_of(PROGRAMS / "tasks_demo.py", "worker-body")
+    with run_under_debugger(
+        "tasks_demo.py",
+        mode=mode,
+        options=["-c", "-b", f"tasks_demo.py:{line},i == 2 and name == 'b'"],
+    ) as term:
+        out = term.expect_prompt()
+        assert "[dapper-trio] breakpoint 1 in task 'worker-b'" in out
+        assert term.cmd("p i, name").strip().endswith("(2, 'b')")
+        term.sendline("c")
+        assert "result 7" in term.expect_exit()
+    assert term.exitstatus == 0
+
+
+def test_missing_script_is_a_clear_error(mode: str) -> None:
+    """A script that does not exist: one clear line, exit status 2, nothing started."""
+    argv = [*dapper_command(), "run"]
+    if mode == "in-process":
+        argv.append("--in-process")
+    result = subprocess.run(
+        [*argv, "no_such_script.py"],
+        cwd=PROGRAMS,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=terminal_env(),
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "can't open file 'no_such_script.py'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_tcp_transport() -> None:
+    """--ipc tcp runs the debuggee connected over loopback TCP."""
+    with run_under_debugger(
+        "tasks_demo.py", mode="subprocess", options=["--ipc", "tcp"]
+    ) as term:
+        assert "entry: first line" in term.expect_prompt()
+        term.sendline("c")
+        assert "result 7" in term.expect_exit()
+    assert term.exitstatus == 0
