@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox`` runs tests on every available Python, lint, typecheck, docs.
+"""Developer sessions: tests on every available Python, lint, typecheck, docs.
 
 The tested matrix is 3.10-3.12 (3.13 is declared in pyproject but pdbpp 0.12.1
 does not import on 3.13.0; see docs/compatibility.md).  Interpreters that are
@@ -45,6 +45,6 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def docs(session: nox.Session) -> None:
-    """Check that generated documentation is current and every public name is documented."""
+    """Check generated docs are current and every public name is documented."""
     session.install("-e", ".")
     session.run("python", "docs/_tools/check_docs.py")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import linecache
 import os
 import runpy
 import signal
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 from . import _frames
+from ._frames import short_path
 from ._session import QUIT_MESSAGE, DebugSession, get_session, is_quit
 
 __tracebackhide__ = True
@@ -140,10 +142,13 @@ def run_program(
     session.supervise()
     debugger = session.debugger()
     for spec in options.breakpoints:
-        location, comma, condition = spec.partition(",")
-        if location.strip().isdigit():  # a bare line: in the main file, as in pdb
-            spec = f"{main_file}:{location.strip()}{comma}{condition}"
-        debugger.onecmd(f"break {spec}")
+        filename, lineno, condition = _breakpoint_location(spec, main_file)
+        before = len(debugger.get_all_breaks())
+        debugger.onecmd(
+            f"break {filename}:{lineno}" + (f", {condition}" if condition else "")
+        )
+        if len(debugger.get_all_breaks()) == before:  # pragma: no cover - checked above
+            raise LaunchError(f"cannot set breakpoint {spec!r}")
     debugger.reset()
     here = sys._getframe()
     # The debugger's base frame: nothing above the program is shown.
@@ -170,6 +175,43 @@ def run_program(
     finally:
         sys.settrace(None)
     return 0
+
+
+def _breakpoint_location(spec: str, main_file: str) -> tuple[str, int, str]:
+    """Check a ``[FILE:]LINE[,CONDITION]`` breakpoint; return (file, line, cond).
+
+    FILE is taken relative to the working directory (then to ``sys.path``, as
+    pdb does); without FILE the line is in the program's main file.  A line
+    past the end of the file, or a blank or comment line, is refused: the
+    program would otherwise run straight past a breakpoint that can't stop.
+    """
+    location, _, condition = spec.partition(",")
+    file_part, _, line_part = location.strip().rpartition(":")
+    if not line_part.isdigit():
+        raise LaunchError(f"bad breakpoint {spec!r}: expected [FILE:]LINE[,CONDITION]")
+    lineno = int(line_part)
+    if not file_part:
+        filename = main_file
+    elif os.path.exists(file_part):
+        filename = os.path.abspath(file_part)
+    else:
+        candidates = [os.path.join(entry, file_part) for entry in sys.path if entry]
+        found = [path for path in candidates if os.path.exists(path)]
+        if not found:
+            raise LaunchError(f"breakpoint {spec!r}: no such file {file_part!r}")
+        filename = os.path.abspath(found[0])
+    line = linecache.getline(filename, lineno)
+    if not line:
+        raise LaunchError(
+            f"breakpoint {spec!r}: {short_path(filename)} has no line {lineno}"
+        )
+    stripped = line.strip()
+    if not stripped or stripped.startswith("#"):
+        raise LaunchError(
+            f"breakpoint {spec!r}: line {lineno} of {short_path(filename)} "
+            "is blank or a comment"
+        )
+    return filename, lineno, condition.strip()
 
 
 def _exit_status(exc: SystemExit) -> int:

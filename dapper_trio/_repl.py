@@ -234,7 +234,16 @@ class TrioPdb(TaskAwareBdb, pdbpp.Pdb):  # type: ignore[misc]
         include_system = arg.strip() == "-a"
         if not _trio_internals.in_trio_thread():
             # A worker thread of a trio run: take the snapshot in the trio
-            # thread, which is running.
+            # thread -- unless it is blocked waiting for this very REPL.
+            trio_thread = self.session.trio_thread
+            if trio_thread is not None and self.session.is_waiting_for_repl(
+                trio_thread
+            ):
+                self.error(
+                    "the trio thread is waiting for this REPL to end; "
+                    "continue to see its tasks"
+                )
+                return
             try:
                 tree = trio.from_thread.run_sync(
                     lambda: _tasks.snapshot(include_system=include_system)

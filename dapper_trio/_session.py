@@ -137,11 +137,14 @@ class DebugSession:
         self._local = threading.local()
         self._main_debugger: TrioPdb | None = None
         self._repl_lock = threading.RLock()
+        self._waiting_threads: set[int] = set()
         self._repl_thread: int | None = None
         self._repl_debugger: TrioPdb | None = None
         self._pending_pause_at: float | None = None
         self._ki_fallback: SigintHandler = signal.default_int_handler
         self._token: trio.lowlevel.TrioToken | None = None
+        #: The thread running the program's trio loop, once known.
+        self.trio_thread: int | None = None
         self._real_trio_run: Callable[..., Any] | None = None
 
     # -- identity ---------------------------------------------------------
@@ -179,7 +182,13 @@ class DebugSession:
         if self.disabled:
             yield False
             return
-        with self._repl_lock:
+        me = threading.get_ident()
+        self._waiting_threads.add(me)
+        try:
+            self._repl_lock.acquire()
+        finally:
+            self._waiting_threads.discard(me)
+        try:
             self._pending_pause_at = None
             if not _stdin_is_terminal():
                 _say_no_terminal(debugger, frame, tb)
@@ -199,6 +208,12 @@ class DebugSession:
                 if debugger.quitting:
                     self.quit_requested = True
                     self.disabled = True
+        finally:
+            self._repl_lock.release()
+
+    def is_waiting_for_repl(self, thread_ident: int) -> bool:
+        """True if *thread_ident* is blocked waiting for another REPL to end."""
+        return thread_ident in self._waiting_threads
 
     def clear_pending_pause(self) -> None:
         self._pending_pause_at = None
@@ -209,6 +224,7 @@ class DebugSession:
         try:
             trio.lowlevel.add_instrument(self.instrument)
             self._token = trio.lowlevel.current_trio_token()
+            self.trio_thread = threading.get_ident()
         except RuntimeError:  # pragma: no cover - between runs
             pass
 
@@ -371,6 +387,7 @@ class DebugSession:
 
     def _run_started(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
+        self.trio_thread = threading.get_ident()
         if (
             self.supervise_sigint
             and threading.current_thread() is threading.main_thread()

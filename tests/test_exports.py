@@ -9,7 +9,7 @@ import dapper_trio
 
 
 def test_all_names_exist_and_are_public() -> None:
-    """Every name in __all__ exists and none starts with an underscore (but __version__)."""
+    """Every name in __all__ exists; none is private (__version__ aside)."""
     for name in dapper_trio.__all__:
         assert hasattr(dapper_trio, name), name
         assert not name.startswith("_") or name == "__version__"
@@ -27,7 +27,7 @@ def test_public_objects_come_from_private_modules() -> None:
 
 
 def test_no_public_name_forgotten() -> None:
-    """Public classes and functions of the private modules are in __all__ or internal."""
+    """Every exception a private module declares public is exported."""
     exported = {getattr(dapper_trio, name) for name in dapper_trio.__all__}
     for info in pkgutil.iter_modules(dapper_trio.__path__):
         module = importlib.import_module(f"dapper_trio.{info.name}")

@@ -122,3 +122,47 @@ def test_tcp_transport() -> None:
         term.sendline("c")
         assert "result 7" in term.expect_exit()
     assert term.exitstatus == 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("no_such_file.py:3", "no such file 'no_such_file.py'"),
+        ("tasks_demo.py:9999", "has no line 9999"),
+        ("tasks_demo.py:2", "is blank or a comment"),
+    ],
+)
+def test_breakpoint_that_cannot_stop_is_an_error(
+    mode: str, spec: str, message: str
+) -> None:
+    """-b naming a missing file or a line without code is refused before running."""
+    argv = [*dapper_command(), "run"]
+    if mode == "in-process":
+        argv.append("--in-process")
+    result = subprocess.run(
+        [*argv, "-c", "-b", spec, "tasks_demo.py"],
+        cwd=PROGRAMS,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=terminal_env(),
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "result 7" not in result.stdout  # the program did not run
+
+
+def test_breakpoint_file_relative_to_working_directory(mode: str) -> None:
+    """-b FILE:LINE finds FILE relative to the working directory, as users type it."""
+    line = line_of(PROGRAMS / "tasks_demo.py", "worker-return")
+    with run_under_debugger(
+        "programs/tasks_demo.py",
+        mode=mode,
+        options=["-c", "-b", f"programs/tasks_demo.py:{line}"],
+        cwd=PROGRAMS.parent,
+    ) as term:
+        assert "[dapper-trio] breakpoint 1 in task 'worker-" in term.expect_prompt()
+        term.cmd("cl 1")
+        term.sendline("c")
+        assert "result 7" in term.expect_exit()
