@@ -89,6 +89,16 @@ class Terminal:
         self.transcript.append(clean(self.child.before) + clean(str(self.child.after)))
         return index
 
+    def expect_text(self, text: str, timeout: float | None = None) -> None:
+        """Wait until *text* is on screen, even if drawn with escapes in between.
+
+        pyrepl draws typed and completed text a character at a time with
+        cursor-control sequences between the characters.
+        """
+        gap = r"(?:\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[=>]|\r)*"
+        pattern = gap.join(re.escape(char) for char in text)
+        self.expect(pattern, timeout)
+
     def expect_prompt(self, timeout: float | None = None) -> str:
         """Wait for the REPL prompt; return the cleaned output before it."""
         self.child.expect(PROMPT, timeout=timeout or self.timeout)

@@ -242,3 +242,30 @@ def test_prompt_colours_and_sticky(mode: str) -> None:
         assert "async def worker(name, delay):" in clean(term.child.before)
         term.sendline("c")
         term.expect_exit()
+
+
+def test_tab_completion(mode: str) -> None:
+    """Tab completes commands, task names for `task`, and names in expressions."""
+    line = line_of(DEMO, "worker-body")
+    with run_under_debugger(
+        "tasks_demo.py", mode=mode, options=["-c", "-b", f"{line},name == 'a'"]
+    ) as term:
+        term.expect_prompt()
+        term.send("scop\t")
+        term.expect_text("scopes")
+        term.sendline("")
+        assert "cancel scopes around task 'worker-a'" in term.expect_prompt()
+        # Two candidates: the completer lists both task names.
+        term.send("task worker-\t\t")
+        term.expect_text("worker-a")
+        term.expect_text("worker-b")
+        term.send("\x15")  # Ctrl-U: kill the line
+        term.sendline("")
+        term.expect_prompt()
+        term.send("p tota\t")
+        term.expect_text("total")
+        term.sendline("")
+        assert term.expect_prompt().strip().endswith("0")
+        term.cmd("cl 1")
+        term.sendline("c")
+        term.expect_exit()
