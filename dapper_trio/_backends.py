@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import termios
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -83,6 +84,9 @@ class ExternalProcessBackend:
         self.transport = transport
         self.lifecycle = LifecycleManager("debuggee")
         self.process: trio.Process | None = None
+        #: SIGINT was ignored when we started (a background job): the program
+        #: must keep ignoring it, as it would under plain python.
+        self.sigint_ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
         self._exit_report: dict[str, Any] | None = None
         self._connected = False
 
@@ -100,7 +104,11 @@ class ExternalProcessBackend:
             ) as listener:
                 env = dict(os.environ)
                 env[SESSION_ENV] = json.dumps(
-                    {"address": str(listener.address), "token": token}
+                    {
+                        "address": str(listener.address),
+                        "token": token,
+                        "sigint_ignored": self.sigint_ignored,
+                    }
                 )
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._serve, listener)
@@ -172,18 +180,18 @@ async def _terminate_then_kill(process: trio.Process) -> None:
 @contextlib.contextmanager
 def _terminal_restored() -> Iterator[None]:
     """Put the terminal's settings back however the child left them."""
+    # termios.error is not an OSError: it is what a terminal that has gone
+    # away (the window was closed: EIO) raises.
     try:
-        import termios
-
         fd = sys.stdin.fileno()
         saved = termios.tcgetattr(fd) if os.isatty(fd) else None
-    except (ImportError, OSError, ValueError):
+    except (OSError, ValueError, termios.error):
         saved = None
     try:
         yield
     finally:
         if saved is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, termios.error):
                 termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
@@ -235,6 +243,14 @@ def supervise_program(
             file=sys.stderr,
         )
     if result.signal is not None:
+        if result.signal != signal.SIGINT:
+            # (After SIGINT the program has printed its KeyboardInterrupt.)
+            print(
+                f"[dapper-trio] the program was killed by signal {result.signal} "
+                f"({signal.Signals(result.signal).name})",
+                file=sys.stderr,
+                flush=True,
+            )
         _die_by(result.signal)
     return result.returncode
 
@@ -243,5 +259,6 @@ def _die_by(signum: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(ValueError, OSError):
             stream.flush()
-    signal.signal(signum, signal.SIG_DFL)
+    if signum != signal.SIGKILL:  # SIGKILL's action cannot be set (EINVAL)
+        signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)

@@ -147,7 +147,12 @@ def main() -> None:
         sys.exit(2)
     session = get_session()
     try:
-        status = run_program(target, options, session=session)
+        status = run_program(
+            target,
+            options,
+            session=session,
+            sigint_ignored=bool(info.get("sigint_ignored", False)),
+        )
     except LaunchError as exc:
         print(f"dapper-trio: error: {exc}", file=sys.stderr)
         status = 2

@@ -76,6 +76,7 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from inspect import isawaitable
 from typing import Any, Literal, NoReturn
 
 import outcome
@@ -127,8 +128,13 @@ _REFUSAL_TIMEOUT = 1.0
 # An error response carries at most this much message and traceback text.
 _ERROR_TEXT_MAX = 64 * 1024
 
-RequestHandler = Callable[[str, Any], Awaitable[Any]]
-"""``async def handler(method, params) -> result`` (a JSON value)."""
+RequestHandler = Callable[[str, Any], Any]
+"""``handler(method, params) -> result`` (a JSON value), plain or ``async def``.
+
+A plain function is called by the reader task, inline and in order; an
+``async def`` one (or any function returning an awaitable) runs in a task of
+its own per request.  See ``Channel``.
+"""
 EventHandler = Callable[[str, Any], Awaitable[None]]
 """``async def handler(event, body) -> None``; keep it quick (see Channel)."""
 
@@ -376,7 +382,7 @@ class Channel:
         self._max_frame_size = max_frame_size
         self._request_handler = request_handler
         self._event_handler = event_handler
-        self._send_lock = trio.Lock()
+        self._send_lock = trio.Semaphore(1, max_value=1)  # see _send
         self._next_id = 1
         self._pending: dict[int, _Pending] = {}
         self._reader_scope = trio.CancelScope()
@@ -522,6 +528,13 @@ class Channel:
         else:
             trio.lowlevel.reschedule(slot.task, result)
 
+    # -- sending -----------------------------------------------------------
+    #
+    # The send lock is held from a frame's first byte to its last.  It is a
+    # Semaphore(1) rather than a Lock because the reader may start a frame
+    # and hand the rest, with the lock, to a task (see _answer); a trio.Lock
+    # may only be released by the task that acquired it.
+
     @trio.lowlevel.enable_ki_protection
     async def _send(self, data: bytes, *, schedule: bool) -> None:
         """Write one whole frame; frames of concurrent senders never interleave.
@@ -539,20 +552,45 @@ class Channel:
         except trio.WouldBlock:
             await lock.acquire()
             schedule = False  # acquire() was the checkpoint
-        total = len(data)
-        sent = 0
         try:
-            if self._close_reason is not None:
-                raise self._lost()
-            try:
-                sent = os.write(self._sock.fileno(), data)
-            except BlockingIOError:
-                pass
-            if sent < total:
-                schedule = False
-                view = memoryview(data)
-                while sent < total:
-                    sent += await self._sock.send(view[sent:])
+            sent = self._write_nowait(data)
+        except BaseException:
+            lock.release()
+            raise
+        if sent < len(data):
+            await self._write_rest(data, sent)  # releases the lock
+            return
+        lock.release()
+        if schedule:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _write_nowait(self, data: bytes) -> int:
+        """Write what the socket takes now (the send lock held); return the count.
+
+        Raises ``ConnectionLost`` if the connection has ended or ends now.
+        """
+        if self._close_reason is not None:
+            raise self._lost()
+        try:
+            return os.write(self._sock.fileno(), data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self._close(f"sending failed: {_describe_os_error(exc)}", exc)
+            raise self._lost() from exc
+
+    @trio.lowlevel.enable_ki_protection
+    async def _write_rest(self, data: bytes, sent: int) -> None:
+        """Write *data* from byte *sent* on, waiting for the socket to drain.
+
+        The caller holds the send lock; this releases it, however it ends.
+        Cancelled part-way through a frame, it closes the connection.
+        """
+        total = len(data)
+        try:
+            view = memoryview(data)
+            while sent < total:
+                sent += await self._sock.send(view[sent:])
         except trio.Cancelled:
             if sent:
                 self._close(
@@ -564,27 +602,58 @@ class Channel:
             self._close(f"sending failed: {_describe_os_error(exc)}", exc)
             raise self._lost() from exc
         finally:
-            lock.release()
-        if schedule:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._send_lock.release()
+
+    # -- receiving ---------------------------------------------------------
 
     async def _run_reader(self) -> None:
         sock = self._sock
         decoder = self._decoder
+        next_frame = decoder.next_frame  # bound once: saves a lookup per frame
+        # Whether the last read emptied the socket (it returned less than
+        # asked for).  Then the next read waits for the socket to be readable
+        # first instead of trying a read that would fail, which would cost a
+        # system call and a BlockingIOError.
+        drained = True
         with self._reader_scope:
             async with trio.open_nursery() as handlers:
                 reason = "closed locally"
                 cause: BaseException | None = None
                 try:
                     while True:
-                        while (frame := decoder.next_frame()) is not None:
-                            await self._dispatch(frame, handlers)
+                        while (frame := next_frame()) is not None:
+                            if frame.kind is FrameKind.EVENT:
+                                # Awaited here: events are handled in order.
+                                await self._on_event(frame.payload)
+                            else:
+                                self._dispatch(frame, handlers)
+                            if self._close_reason is not None:
+                                # Closed by a handler or by a failed answer:
+                                # what is still buffered has nobody to go to.
+                                return
+                        if self._close_reason is not None:
+                            return  # closed by another task before we started
+                        if drained:
+                            await trio.lowlevel.wait_readable(sock)
+                        else:
+                            # More may be waiting; yield first, as trio's
+                            # recv() does, so that a peer that never stops
+                            # sending cannot starve the other tasks.
+                            await trio.lowlevel.checkpoint()
                         needed = decoder.bytes_needed
-                        data = await sock.recv(
+                        size = (
                             _RECEIVE_SIZE
                             if needed <= _RECEIVE_SIZE
                             else min(needed, _LARGE_RECEIVE_SIZE)
                         )
+                        try:
+                            # Not sock.recv(): after a read that succeeds at
+                            # once it yields, one more pass through the run
+                            # loop per read.  fileno() is -1 once closed.
+                            data = os.read(sock.fileno(), size)
+                        except BlockingIOError:
+                            drained = True  # woken, but another read was first
+                            continue
                         if not data:
                             reason = "the peer closed the connection"
                             if decoder.buffered_bytes:
@@ -593,6 +662,7 @@ class Channel:
                                     f" ({decoder.buffered_bytes} bytes of it received)"
                                 )
                             break
+                        drained = len(data) < size
                         decoder.feed(data)
                 except RemoteProtocolError as exc:
                     logger.warning("closing the connection: %s", exc)
@@ -610,7 +680,8 @@ class Channel:
                     logger.debug("connection to %r ended: %s", self._label, reason)
                 self._close(reason, cause)
 
-    async def _dispatch(self, frame: Frame, handlers: trio.Nursery) -> None:
+    def _dispatch(self, frame: Frame, handlers: trio.Nursery) -> None:
+        """Handle a RESPONSE or a REQUEST frame (the reader awaits EVENTs itself)."""
         message = frame.payload
         kind = frame.kind
         if type(message) is not dict:
@@ -630,20 +701,7 @@ class Channel:
                     f" got id={request_id!r} method={method!r}",
                     peer=self._label,
                 )
-            handlers.start_soon(
-                self._run_request,
-                request_id,
-                method,
-                message.get("params"),
-                name=f"dapper_trio.ipc request {method!r} from {self._label}",
-            )
-        elif kind is FrameKind.EVENT:
-            event = message.get("event")
-            if type(event) is not str:
-                raise RemoteProtocolError(
-                    f"EVENT needs a string 'event', got {event!r}", peer=self._label
-                )
-            await self._on_event(event, message.get("body"))
+            self._on_request(request_id, method, message.get("params"), handlers)
         else:
             raise RemoteProtocolError(
                 f"unexpected {kind.name} frame after the handshake", peer=self._label
@@ -687,13 +745,23 @@ class Channel:
             return
         self._complete(slot, result)
 
-    async def _on_event(self, event: str, body: Any) -> None:
+    async def _on_event(self, message: Any) -> None:
+        if type(message) is not dict:
+            raise RemoteProtocolError(
+                f"EVENT payload is a JSON {type(message).__name__}, not an object",
+                peer=self._label,
+            )
+        event = message.get("event")
+        if type(event) is not str:
+            raise RemoteProtocolError(
+                f"EVENT needs a string 'event', got {event!r}", peer=self._label
+            )
         handler = self._event_handler
         if handler is None:
             logger.debug("dropping event %r from %r: no handler", event, self._label)
             return
         try:
-            await handler(event, body)
+            await handler(event, message.get("body"))
         except Exception:
             logger.exception(
                 "the handler for event %r from %r raised; the event is dropped",
@@ -701,44 +769,154 @@ class Channel:
                 self._label,
             )
 
-    async def _run_request(self, request_id: int, method: str, params: Any) -> None:
+    # -- answering requests ------------------------------------------------
+
+    def _on_request(
+        self, request_id: int, method: str, params: Any, handlers: trio.Nursery
+    ) -> None:
+        """Run a request's handler: a sync one here, an async one in a new task.
+
+        A plain function is called here, in the reader, so its request is
+        answered without starting a task (and in order with other frames).
+        If what it returns is awaitable (an ``async def`` handler), awaiting
+        it and answering are left to a task, so that a slow request never
+        blocks the reader.
+        """
         handler = self._request_handler
-        response: dict[str, Any]
         if handler is None:
-            response = {
-                "id": request_id,
-                "error": {
-                    "type": UnknownMethod.__name__,
-                    "message": f"{method!r}: pid {os.getpid()} has no request handler",
-                    "traceback": "",
+            self._answer(
+                request_id,
+                method,
+                {
+                    "id": request_id,
+                    "error": {
+                        "type": UnknownMethod.__name__,
+                        "message": (
+                            f"{method!r}: pid {os.getpid()} has no request handler"
+                        ),
+                        "traceback": "",
+                    },
                 },
-            }
+                handlers,
+            )
+            return
+        try:
+            result = handler(method, params)
+        except Exception as exc:
+            self._answer(
+                request_id, method, self._failure(request_id, method, exc), handlers
+            )
+            return
+        if isawaitable(result):
+            handlers.start_soon(
+                self._run_request,
+                request_id,
+                method,
+                result,
+                name=f"dapper_trio.ipc request {method!r} from {self._label}",
+            )
+            return
+        self._answer(request_id, method, {"id": request_id, "result": result}, handlers)
+
+    async def _run_request(
+        self, request_id: int, method: str, awaitable: Awaitable[Any]
+    ) -> None:
+        """Await an async handler's result and send the response (its own task)."""
+        response: dict[str, Any]
+        try:
+            result = await awaitable
+        except Exception as exc:
+            response = self._failure(request_id, method, exc)
         else:
-            try:
-                result = await handler(method, params)
-            except Exception as exc:
-                logger.debug(
-                    "request %r from %r failed", method, self._label, exc_info=True
-                )
-                response = {"id": request_id, "error": _error_body(exc)}
-            else:
-                response = {"id": request_id, "result": result}
+            response = {"id": request_id, "result": result}
         try:
-            data = encode_frame(
-                FrameKind.RESPONSE, response, max_frame_size=self._max_frame_size
+            await self._send(
+                self._encode_response(request_id, response), schedule=False
             )
-        except LocalProtocolError as exc:
-            data = encode_frame(
-                FrameKind.RESPONSE,
-                {"id": request_id, "error": _error_body(exc)},
-                max_frame_size=self._max_frame_size,
-            )
-        try:
-            await self._send(data, schedule=False)
         except ConnectionLost:
             # The requester is gone; there is nobody to answer.
             logger.debug(
                 "could not answer %r from %r: connection lost", method, self._label
+            )
+
+    @trio.lowlevel.enable_ki_protection
+    def _answer(
+        self,
+        request_id: int,
+        method: str,
+        response: dict[str, Any],
+        handlers: trio.Nursery,
+    ) -> None:
+        """Send a response from the reader, which must never wait to send.
+
+        If both sides' readers waited for their socket to drain while each
+        waited for the other to read, neither would read again: a deadlock.
+        So the frame is written here only if the send lock is free and the
+        socket takes the whole frame at once; otherwise a task writes it (or
+        the rest of it, holding the lock the reader took).
+        """
+        data = self._encode_response(request_id, response)
+        lock = self._send_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            handlers.start_soon(
+                self._send_answer,
+                method,
+                data,
+                name=f"dapper_trio.ipc response to {method!r} for {self._label}",
+            )
+            return
+        try:
+            sent = self._write_nowait(data)
+        except ConnectionLost:
+            lock.release()
+            self._log_unanswered(method)
+            return
+        if sent == len(data):
+            lock.release()
+            return
+        handlers.start_soon(
+            self._finish_answer,
+            method,
+            data,
+            sent,
+            name=f"dapper_trio.ipc response to {method!r} for {self._label}",
+        )
+
+    async def _send_answer(self, method: str, data: bytes) -> None:
+        try:
+            await self._send(data, schedule=False)
+        except ConnectionLost:
+            self._log_unanswered(method)
+
+    async def _finish_answer(self, method: str, data: bytes, sent: int) -> None:
+        # Started by _answer holding the send lock; _write_rest releases it.
+        try:
+            await self._write_rest(data, sent)
+        except ConnectionLost:
+            self._log_unanswered(method)
+
+    def _log_unanswered(self, method: str) -> None:
+        # The requester is gone; there is nobody to answer.
+        logger.debug(
+            "could not answer %r from %r: connection lost", method, self._label
+        )
+
+    def _failure(self, request_id: int, method: str, exc: Exception) -> dict[str, Any]:
+        logger.debug("request %r from %r failed", method, self._label, exc_info=exc)
+        return {"id": request_id, "error": _error_body(exc)}
+
+    def _encode_response(self, request_id: int, response: dict[str, Any]) -> bytes:
+        try:
+            return encode_frame(
+                FrameKind.RESPONSE, response, max_frame_size=self._max_frame_size
+            )
+        except LocalProtocolError as exc:
+            return encode_frame(
+                FrameKind.RESPONSE,
+                {"id": request_id, "error": _error_body(exc)},
+                max_frame_size=self._max_frame_size,
             )
 
 

@@ -9,14 +9,18 @@ process in subprocess mode.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
+import importlib.machinery
 import importlib.util
+import io
 import linecache
 import os
 import runpy
 import signal
 import sys
 import traceback
+import types
 from collections.abc import Iterator
 from typing import Literal
 
@@ -123,14 +127,19 @@ def run_program(
     options: RunOptions,
     *,
     session: DebugSession | None = None,
+    sigint_ignored: bool | None = None,
 ) -> int:
     """Run *target* under the debugger in this process; return its exit status.
 
     A KeyboardInterrupt that reaches the top (two Ctrl-C presses) ends this
-    process the way Python does: killed by SIGINT.
+    process the way Python does: killed by SIGINT.  If SIGINT was ignored
+    when the program was started (*sigint_ignored*, default: as it is now),
+    it stays ignored, as under plain python.
     """
     if session is None:
         session = get_session()
+    if sigint_ignored is None:
+        sigint_ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     session.process_name = target.process_name()
     if target.kind == "script":
         sys.path[0] = os.path.dirname(os.path.abspath(target.name))
@@ -139,7 +148,15 @@ def run_program(
         sys.path[0] = os.getcwd()
         sys.argv = [target.name, *target.args]  # runpy replaces argv[0] with the path
     main_file = resolve(target)
-    session.supervise()
+    code = None
+    if target.kind == "script" and not os.path.isdir(target.name):
+        try:
+            code = _compile_script(main_file)
+        except SyntaxError as exc:
+            # As python does: the error, no traceback, status 1.
+            traceback.print_exception(type(exc), exc, None)
+            return 1
+    session.supervise(sigint=not sigint_ignored)
     debugger = session.debugger()
     for spec in options.breakpoints:
         filename, lineno, condition = _breakpoint_location(spec, main_file)
@@ -163,7 +180,9 @@ def run_program(
         debugger.set_continue()
         debugger.start_tracing(here)
     try:
-        if target.kind == "script":
+        if code is not None:
+            _exec_as_main(code, main_file)
+        elif target.kind == "script":
             runpy.run_path(target.name, run_name="__main__")
         else:
             runpy.run_module(target.name, run_name="__main__", alter_sys=True)
@@ -175,6 +194,29 @@ def run_program(
     finally:
         sys.settrace(None)
     return 0
+
+
+def _compile_script(filename: str) -> types.CodeType:
+    with io.open_code(filename) as source:
+        return compile(source.read(), filename, "exec", dont_inherit=True)
+
+
+def _exec_as_main(code: types.CodeType, filename: str) -> None:
+    """Run *code* as ``python script.py`` runs a script.
+
+    runpy.run_path differs from plain python in ways a program can see (a
+    relative ``__file__`` and code filename, no ``__loader__``, ``__package__``
+    set to ''); this gives the program the same ``__main__`` python would.
+    """
+    module = types.ModuleType("__main__")
+    module.__file__ = filename
+    module.__loader__ = importlib.machinery.SourceFileLoader("__main__", filename)
+    module.__package__ = None
+    module.__spec__ = None
+    module.__cached__ = None  # type: ignore[attr-defined]
+    module.__builtins__ = builtins  # type: ignore[attr-defined]
+    sys.modules["__main__"] = module
+    exec(code, module.__dict__)
 
 
 def _breakpoint_location(spec: str, main_file: str) -> tuple[str, int, str]:

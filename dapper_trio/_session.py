@@ -274,11 +274,17 @@ class DebugSession:
 
         return restore
 
-    def supervise(self) -> None:
-        """Own SIGINT for the whole program (``dapper-trio run``): Ctrl-C pauses."""
-        self.supervise_sigint = True
-        self._ki_fallback = signal.default_int_handler
-        signal.signal(signal.SIGINT, self._on_sigint)
+    def supervise(self, *, sigint: bool = True) -> None:
+        """Watch the whole program (``dapper-trio run``).
+
+        ``trio.run`` gets dapper-trio's instrument; with *sigint*, SIGINT is
+        owned for the whole program and Ctrl-C pauses it.  (Without it -- the
+        program was started with SIGINT ignored -- it stays ignored.)
+        """
+        if sigint:
+            self.supervise_sigint = True
+            self._ki_fallback = signal.default_int_handler
+            signal.signal(signal.SIGINT, self._on_sigint)
         self._wrap_trio_run()
 
     def _on_sigint(self, signum: int, frame: types.FrameType | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -58,6 +59,13 @@ def terminal_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _as_from_a_terminal() -> None:
+    # A person starts programs from a terminal with SIGINT at its default.
+    # Whoever started pytest (a CI runner's background job, say) may have
+    # left it ignored, and an ignored signal stays ignored across exec.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Terminal:
     """One command running on a pty, with bounded waits."""
 
@@ -80,6 +88,7 @@ class Terminal:
             codec_errors="replace",
             timeout=timeout,
             dimensions=(50, 160),
+            preexec_fn=_as_from_a_terminal,
         )
 
     # -- waiting ------------------------------------------------------------

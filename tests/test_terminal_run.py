@@ -6,6 +6,7 @@ harness in conftest.py fails a test that leaves a process or socket behind.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -166,3 +167,48 @@ def test_breakpoint_file_relative_to_working_directory(mode: str) -> None:
         term.cmd("cl 1")
         term.sendline("c")
         assert "result 7" in term.expect_exit()
+
+
+def test_syntax_error_is_reported_as_python_does(mode: str) -> None:
+    """A program that does not compile: python's message, status 1, no REPL."""
+    plain = subprocess.run(
+        [sys.executable, "syntax_error.py"],
+        cwd=PROGRAMS,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    with run_under_debugger("syntax_error.py", mode=mode) as term:
+        out = term.expect_exit()
+    assert term.exitstatus == plain.returncode == 1
+    assert "SyntaxError" in out
+    assert plain.stderr.strip().splitlines()[-1] in out
+    assert "(Pdb++)" not in out
+
+
+def test_ignored_sigint_stays_ignored(mode: str) -> None:
+    """SIGINT ignored at start (a background job) stays ignored, as in python."""
+    argv = [*dapper_command(), "run", "-c"]
+    if mode == "in-process":
+        argv.append("--in-process")
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    with subprocess.Popen(
+        [*argv, "ignores_nothing.py"],
+        cwd=PROGRAMS,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=terminal_env(),
+        preexec_fn=ignore_sigint,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "started"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "survived" in out

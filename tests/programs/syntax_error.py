@@ -1,0 +1,4 @@
+"""A program that does not compile."""
+
+def broken(:
+    pass
