@@ -95,6 +95,11 @@ class TaskAwareBdb(bdb.Bdb):
     stop_reason: str = ""
     #: A reason that overrides "step" for the next stop (e.g. Ctrl-C).
     _next_reason: str | None = None
+    #: A generator/coroutine frame an exception is passing through: its next
+    #: 'return' event is a real return, although f_lasti is still on the
+    #: yield the exception was thrown in at (gen.close(), gen.throw(), a
+    #: @contextmanager whose with-body raised).
+    _unwinding: types.FrameType | None = None
 
     def _take_reason(self, default: str) -> str:
         reason = self._next_reason
@@ -153,6 +158,8 @@ class TaskAwareBdb(bdb.Bdb):
     # -- dispatch ----------------------------------------------------------
 
     def dispatch_line(self, frame: types.FrameType) -> Any:
+        if frame is self._unwinding:
+            self._unwinding = None  # the exception was caught in this frame
         if _frames.is_hidden_frame(frame) and not self.break_anywhere(frame):
             return None
         if self.stop_here(frame):
@@ -193,7 +200,9 @@ class TaskAwareBdb(bdb.Bdb):
         return self.trace_dispatch
 
     def dispatch_return(self, frame: types.FrameType, arg: Any) -> Any:
-        if _frames.is_suspension(frame):
+        if frame is self._unwinding:
+            self._unwinding = None  # an exception ends it: a real return
+        elif _frames.is_suspension(frame):
             # Suspended at an await/yield: trio will resume it later.
             return self.trace_dispatch
         if frame is self.returnframe or self.stop_here(frame):
@@ -228,6 +237,8 @@ class TaskAwareBdb(bdb.Bdb):
         ):
             # Internal StopIteration of an await completing: not user-visible.
             return self.trace_dispatch
+        if _frames.is_coroutine_code(frame.f_code):
+            self._unwinding = frame
         if self.stop_here(frame):
             self.stop_reason = self._take_reason("exception")
             self.user_exception(frame, arg)

@@ -40,10 +40,22 @@ HIDDEN_MODULES: frozenset[str] = frozenset(
         "pyrepl",
         "fancycompleter",
         "codecs",
+        # Called by the interpreter, not by the program, with whatever user
+        # frame is running as their f_back: weakref callbacks (trio's WeakSet
+        # of async generators, the task registry's WeakKeyDictionary) when an
+        # object dies, and ABCMeta's hooks (trio.Cancelled's metaclass is an
+        # ABCMeta) when an exception is normalised or matched.
+        "_weakrefset",
+        "weakref",
+        "abc",
     }
 )
 
-_hidden_cache: dict[types.CodeType, bool] = {}
+# Both caches are keyed by id(code) and keep the code object to check it:
+# code objects compare and hash by value, without their file or module, so
+# keying by the code itself would give a user function the verdict of an
+# equal function in trio or the standard library.
+_hidden_cache: dict[int, tuple[types.CodeType, bool]] = {}
 
 
 def _module_is_hidden(module: str) -> bool:
@@ -54,17 +66,16 @@ def _module_is_hidden(module: str) -> bool:
 def is_hidden_frame(frame: types.FrameType) -> bool:
     """True if *frame* belongs to trio, dapper-trio or script-running machinery."""
     code = frame.f_code
-    try:
-        return _hidden_cache[code]
-    except KeyError:
-        pass
+    cached = _hidden_cache.get(id(code))
+    if cached is not None and cached[0] is code:
+        return cached[1]
     filename = code.co_filename
     if filename.startswith(("<frozen ", "<attrs generated")):
         hidden = True
     else:
         module = frame.f_globals.get("__name__")
         hidden = isinstance(module, str) and _module_is_hidden(module)
-    _hidden_cache[code] = hidden
+    _hidden_cache[id(code)] = (code, hidden)
     return hidden
 
 
@@ -82,20 +93,19 @@ def _library_roots() -> tuple[str, ...]:
 
 
 _LIBRARY_ROOTS = _library_roots()
-_library_cache: dict[types.CodeType, bool] = {}
+_library_cache: dict[int, tuple[types.CodeType, bool]] = {}
 
 
 def is_library_code(code: types.CodeType) -> bool:
     """True for code in the standard library or an installed package."""
-    try:
-        return _library_cache[code]
-    except KeyError:
-        pass
+    cached = _library_cache.get(id(code))
+    if cached is not None and cached[0] is code:
+        return cached[1]
     filename = code.co_filename
     result = filename.startswith("<") or os.path.realpath(filename).startswith(
         _LIBRARY_ROOTS
     )
-    _library_cache[code] = result
+    _library_cache[id(code)] = (code, result)
     return result
 
 
@@ -274,6 +284,8 @@ def _filtered(tb: types.TracebackType | None) -> types.TracebackType | None:
     kept = [entry for entry in entries if not is_own_frame(entry.tb_frame)]
     if len(kept) == len(entries):
         return tb
+    if not kept:
+        return None
     for current, following in zip(kept, [*kept[1:], None], strict=True):
         current.tb_next = following
-    return kept[0] if kept else None
+    return kept[0]

@@ -7,10 +7,12 @@ the trio loop, because trio's task objects are only coherent there.
 
 from __future__ import annotations
 
+import ast
 import collections
 import dataclasses
 import inspect
 import itertools
+import textwrap
 import threading
 import types
 import weakref
@@ -188,9 +190,41 @@ def nursery_location(
     for frame, lineno in stack:
         if _frames.is_hidden_frame(frame):
             continue
-        if any(value is nursery for value in _locals(frame).values()):
-            return _frames.describe_frame(frame, lineno)
+        for name, value in _locals(frame).items():
+            if value is nursery:
+                opened = _with_statement_line(frame.f_code, name, lineno)
+                return _frames.describe_frame(frame, opened or lineno)
     return None
+
+
+def _with_statement_line(code: types.CodeType, name: str, lineno: int) -> int | None:
+    """The line of the innermost ``[async] with ... as <name>:`` around *lineno*.
+
+    The frame only says where it is now; the ``with`` that bound *name* is
+    where the nursery was opened.  None if the source can't tell.
+    """
+    starts = [
+        start for start, end in _with_statements(code, name) if start <= lineno <= end
+    ]
+    return max(starts) if starts else None
+
+
+def _with_statements(code: types.CodeType, name: str) -> tuple[tuple[int, int], ...]:
+    try:
+        lines, first = inspect.getsourcelines(code)
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+    except (OSError, TypeError, SyntaxError):
+        return ()
+    offset = max(first, 1) - 1
+    return tuple(
+        (node.lineno + offset, (node.end_lineno or node.lineno) + offset)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.With, ast.AsyncWith))
+        and any(
+            isinstance(item.optional_vars, ast.Name) and item.optional_vars.id == name
+            for item in node.items
+        )
+    )
 
 
 def local_holding(
