@@ -124,6 +124,28 @@ class TaskAwareBdb(bdb.Bdb):
         self.returnframe = returnframe
         self.quitting = False
         self.stoplineno = stoplineno
+        self._recompute_stepping()
+
+    def _recompute_stepping(self) -> None:
+        # Precomputed for the tracer's hot path (see trace_dispatch); redone
+        # whenever the stop info or the base frame changes.
+        self._is_stepping = not (
+            self.stoplineno == -1
+            and self.returnframe is None
+            and self.stopframe is self.botframe
+        )
+
+    _is_stepping = True
+
+    def trace_dispatch(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        # Hot path while the program just runs (continue, breakpoints set):
+        # a call into a file without breakpoints costs two dict lookups.
+        if event == "call" and not self._is_stepping and self.botframe is not None:
+            filename = frame.f_code.co_filename
+            canonic = self.fncache.get(filename) or self.canonic(filename)
+            if canonic not in self.breaks:
+                return None
+        return super().trace_dispatch(frame, event, arg)
 
     # -- stop decisions --------------------------------------------------
 
@@ -151,9 +173,7 @@ class TaskAwareBdb(bdb.Bdb):
         return self._in_step_task()
 
     def _stepping(self) -> bool:
-        return not (self.stopframe is self.botframe and self.stoplineno == -1) or (
-            self.returnframe is not None
-        )
+        return self._is_stepping
 
     # -- dispatch ----------------------------------------------------------
 
@@ -177,6 +197,7 @@ class TaskAwareBdb(bdb.Bdb):
         if self.botframe is None:
             # First call since reset(): the debugger's base frame.
             self.botframe = frame.f_back
+            self._recompute_stepping()
             return self.trace_dispatch
         interesting = (
             self._stepping()
@@ -334,6 +355,7 @@ class TaskAwareBdb(bdb.Bdb):
         while node.f_back is not None:
             node = node.f_back
         self.botframe = node
+        self._recompute_stepping()
 
     def _resume_tracing(self, frame: types.FrameType | None) -> None:
         """After a stop entered directly: trace only if a command needs it."""
@@ -386,7 +408,7 @@ class TaskAwareBdb(bdb.Bdb):
     ) -> tuple[list[tuple[types.FrameType, int]], int]:
         """bdb's get_stack, but a task's stack ends at the task's root frame."""
         if tb is not None and frame is None:
-            stack = list(_frames.iter_traceback(tb))
+            stack = _without_leading_hidden(list(_frames.iter_traceback(tb)))
             return stack, max(0, len(stack) - 1)
         if tb is not None and tb.tb_frame is frame:
             tb = tb.tb_next
@@ -428,3 +450,17 @@ class TaskAwareBdb(bdb.Bdb):
             node = node.f_back
         stack.reverse()
         return stack
+
+
+def _without_leading_hidden(
+    stack: list[tuple[types.FrameType, int]],
+) -> list[tuple[types.FrameType, int]]:
+    """Drop the frames above the program's first frame (launcher, runpy).
+
+    They are not the program's, so they are left out of the stack rather than
+    hidden in it (no "N frames hidden" line for them at every stop).
+    """
+    for index, (frame, _) in enumerate(stack):
+        if not _frames.is_hidden_frame(frame):
+            return stack[index:]
+    return stack

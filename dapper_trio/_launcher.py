@@ -170,6 +170,7 @@ def run_program(
     here = sys._getframe()
     # The debugger's base frame: nothing above the program is shown.
     debugger.botframe = here
+    debugger._recompute_stepping()
     if options.stop_on_entry:
         debugger.mainpyfile = debugger.canonic(main_file)
         debugger._wait_for_mainpyfile = True

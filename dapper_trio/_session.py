@@ -43,6 +43,7 @@ pauses only when the call returns (a second Ctrl-C interrupts it).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import sys
@@ -143,6 +144,7 @@ class DebugSession:
         self._pending_pause_at: float | None = None
         self._ki_fallback: SigintHandler = signal.default_int_handler
         self._token: trio.lowlevel.TrioToken | None = None
+        self._instrumented_runner: object = None
         #: The thread running the program's trio loop, once known.
         self.trio_thread: int | None = None
         self._real_trio_run: Callable[..., Any] | None = None
@@ -219,8 +221,10 @@ class DebugSession:
         self._pending_pause_at = None
 
     def _ensure_instrument(self) -> None:
-        if not _trio_internals.in_trio_thread():
-            return
+        runner = _trio_internals.current_runner()
+        if runner is None or runner is self._instrumented_runner:
+            return  # not in a trio thread, or done already for this run
+        self._instrumented_runner = runner
         try:
             trio.lowlevel.add_instrument(self.instrument)
             self._token = trio.lowlevel.current_trio_token()
@@ -258,10 +262,9 @@ class DebugSession:
     def _install_sigint_for_repl(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
             return _nothing
-        try:
-            previous = signal.getsignal(signal.SIGINT)
-        except ValueError:  # pragma: no cover
-            return _nothing
+        # (_signal.getsignal: signal.getsignal wraps the answer in an enum,
+        # which costs more than the rest of a step's bookkeeping.)
+        previous = _getsignal(signal.SIGINT)
         if previous == self._on_sigint:
             return _nothing
         signal.signal(signal.SIGINT, self._on_sigint)
@@ -269,7 +272,7 @@ class DebugSession:
         def restore() -> None:
             # Put the previous handler back only if ours is still installed:
             # the program may have installed its own meanwhile.
-            if signal.getsignal(signal.SIGINT) == self._on_sigint:
+            if _getsignal(signal.SIGINT) == self._on_sigint:
                 signal.signal(signal.SIGINT, previous)
 
         return restore
@@ -437,6 +440,13 @@ class DebugSession:
 
 def _nothing() -> None:
     return None
+
+
+_getsignal: Callable[[int], Any]
+try:
+    _getsignal = importlib.import_module("_signal").getsignal
+except ImportError:  # pragma: no cover - not CPython
+    _getsignal = signal.getsignal
 
 
 def _default_process_name() -> str:

@@ -42,6 +42,17 @@ def current_task_or_none() -> trio.lowlevel.Task | None:
     return task
 
 
+def current_runner() -> object | None:
+    """An object identifying the trio run active on this thread, or None."""
+    if _RUN_CONTEXT is None:  # pragma: no cover
+        try:
+            return trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            return None
+    runner: object | None = getattr(_RUN_CONTEXT, "runner", None)
+    return runner
+
+
 def in_trio_thread() -> bool:
     """True if a trio run is active on this thread (inside or between task steps)."""
     if _RUN_CONTEXT is None:  # pragma: no cover
