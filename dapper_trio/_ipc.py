@@ -15,8 +15,25 @@ Things that don't work.
   tasks race for the same bytes.  Exactly one task may read a connection.
 * Waiting for a response by polling a dict (Dapper's adapter does this with
   sleeps): slow, and a dead peer is noticed only at a timeout.
-* Answering requests inline in the reader: one slow command ("evaluate" of a
-  long call) blocks every other request and the replies to our own requests.
+* Running every request handler inline in the reader: one slow command
+  ("evaluate" of a long call) blocks every other request and the replies to
+  our own requests.  (Plain-function handlers do run inline: they cannot
+  wait for anything, and being called in order is what they are for.)
+* Answering in the reader with a send that may wait for the socket to drain:
+  when both peers flood each other with requests, both readers wait to send,
+  neither reads, and neither socket ever drains.  A deadlock.
+* Running an ``async def`` handler's first step in the reader and moving it
+  to a task only if it suspends (asyncio's eager tasks): the cancel scopes it
+  entered belong to the reader's task, and trio cannot move a half-run
+  coroutine to another task.
+* Letting a requester read its own response when the reader is idle, which
+  would save waking it (a pass through the run loop): the reader is parked in
+  ``wait_readable``, which allows one waiter per socket, and events must be
+  handled in order by one task whatever else is in flight.
+* Reading with trio's ``sock.recv()``: it first tries the read and yields
+  after a read that succeeds, and a reader that just emptied the socket pays
+  for a read that fails (a system call and a ``BlockingIOError``) before it
+  waits.
 * An unauthenticated socket (Dapper, debugpy): anyone on the machine who can
   reach it can drive the debuggee, which means running code in it.
 * Sending with ``SocketStream.send_all`` and a lock, then treating any
@@ -29,16 +46,25 @@ the sans-I/O ``FrameDecoder`` and
 * completes our pending requests: each pending request is a slot keyed by its
   id; the reader hands the result to the waiting task directly
   (``trio.lowlevel.reschedule``), so responses may arrive in any order;
-* starts each incoming request in its own task (in a nursery inside the
-  reader) so a slow handler never blocks the others; a handler's exception
-  becomes an error response;
+* calls the request handler for each incoming request.  If the result is
+  awaitable (an ``async def`` handler), it is awaited in a task of its own
+  (in a nursery inside the reader), so a slow handler never blocks the
+  others.  Otherwise (a plain function) the reader answers at once, but only
+  if the send lock is free and the socket takes the whole frame without
+  waiting; what does not fit is written by a task, which the reader hands
+  the lock to.  A handler's exception becomes an error response;
 * awaits the event handler for each incoming event, in order.
-Sends go through one ``trio.Lock`` so frames never interleave.  A frame is
-first written straight to the socket (``os.write`` on its descriptor, no trip
-through the run loop: the profile showed those trips dominate small round
-trips), and only what does not fit goes through trio's socket, which waits
-for the socket to drain.  Bytes are counted: a send cancelled before its first
-byte leaves the stream intact, one cancelled part-way closes the connection.
+The reader reads with ``os.read`` on the descriptor: after a read that
+emptied the socket (it returned less than asked for) it waits with
+``wait_readable`` first, otherwise it yields and reads again.
+Sends go through one send lock so frames never interleave (a
+``trio.Semaphore(1)``: a ``trio.Lock`` cannot be released by another task).
+A frame is first written straight to the socket (``os.write`` on its
+descriptor, no trip through the run loop: the profile showed those trips
+dominate small round trips), and only what does not fit goes through trio's
+socket, which waits for the socket to drain.  Bytes are counted: a send
+cancelled before its first byte leaves the stream intact, one cancelled
+part-way closes the connection.
 Methods that update the pending-request bookkeeping are KI-protected, so a
 Ctrl-C cannot leave a request registered but never answered.  When the
 connection ends for any reason (EOF, reset, a protocol error by the peer, a
@@ -59,7 +85,10 @@ fine for a unix socket or loopback TCP and is not fine across a network:
 authenticates one connection at a time, so a peer that connects and says
 nothing delays the next one by up to ``handshake_timeout`` (``serve()`` runs
 every handshake in its own task).  A response whose request was cancelled
-is discarded; the peer's handler is not told to stop.
+is discarded; the peer's handler is not told to stop.  A round trip wakes
+three tasks in turn (the peer's reader, our reader, the requester), each a
+pass through a run loop, with a plain-function handler, and four with an
+``async def`` one (its task too), where a bare socket echo wakes two.
 """
 
 from __future__ import annotations
@@ -127,6 +156,13 @@ _UNIX_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
 _REFUSAL_TIMEOUT = 1.0
 # An error response carries at most this much message and traceback text.
 _ERROR_TEXT_MAX = 64 * 1024
+# Frame kinds looked up once per frame, as module globals: a global costs a
+# fifth of an attribute lookup on the enum class.
+_EVENT, _REQUEST, _RESPONSE = FrameKind.EVENT, FrameKind.REQUEST, FrameKind.RESPONSE
+# What a sync request handler usually returns.  Checked before
+# inspect.isawaitable(), which goes through the Awaitable ABC for any value
+# that is not a coroutine and costs ten times as much.
+_PLAIN_RESULTS = frozenset({dict, list, str, int, float, bool, type(None)})
 
 RequestHandler = Callable[[str, Any], Any]
 """``handler(method, params) -> result`` (a JSON value), plain or ``async def``.
@@ -356,12 +392,19 @@ class Channel:
     Made by ``connect()``, ``Listener.accept()`` and ``Listener.serve()``; it
     is open for as long as their context (or ``on_channel`` call) lasts.
 
-    Incoming requests are run each in its own task, so a slow one never
-    blocks the others.  Incoming events are passed to the event handler one at
-    a time, in order, *by the reader task*: while the handler runs, nothing
-    else is read from this connection (responses included), so an event
-    handler should be quick and hand long work to a task of its own.  An
-    exception from the event handler is logged and the connection stays up.
+    Incoming requests go to the request handler.  An ``async def`` handler
+    (or a plain function that returns an awaitable) runs in a task of its own
+    per request, so a slow one never blocks the others.  A plain function is
+    called *by the reader task*, in order with the other frames, and its
+    result is answered at once, which saves starting a task: it should be
+    quick, like an event handler.  Either way an exception from the handler
+    becomes an error response (``RemoteCommandError`` for the requester).
+
+    Incoming events are passed to the event handler one at a time, in order,
+    *by the reader task*: while the handler runs, nothing else is read from
+    this connection (responses included), so an event handler should be quick
+    and hand long work to a task of its own.  An exception from the event
+    handler is logged and the connection stays up.
     """
 
     def __init__(
@@ -376,6 +419,13 @@ class Channel:
     ) -> None:
         self._stream = stream
         self._sock = stream.socket
+        # The descriptor, for os.write() and wait_readable() without a call
+        # to fileno() each time.  Only _close() closes the socket, and it sets
+        # _close_reason first; since a closed number may be reused at once,
+        # _fd is used only where _close_reason was seen None with no await
+        # since.  (os.read(), which follows a wait, asks sock.fileno(): -1
+        # once closed.)
+        self._fd = stream.socket.fileno()
         self._peer = peer
         self._label = str(peer)
         self._decoder = decoder
@@ -430,7 +480,7 @@ class Channel:
         request_id = self._next_id
         self._next_id = request_id + 1
         data = encode_frame(
-            FrameKind.REQUEST,
+            _REQUEST,
             {"id": request_id, "method": method, "params": params},
             max_frame_size=self._max_frame_size,
         )
@@ -466,7 +516,7 @@ class Channel:
         if self._close_reason is not None:
             raise self._lost()
         data = encode_frame(
-            FrameKind.EVENT,
+            _EVENT,
             {"event": event, "body": body},
             max_frame_size=self._max_frame_size,
         )
@@ -572,7 +622,7 @@ class Channel:
         if self._close_reason is not None:
             raise self._lost()
         try:
-            return os.write(self._sock.fileno(), data)
+            return os.write(self._fd, data)
         except BlockingIOError:
             return 0
         except OSError as exc:
@@ -608,6 +658,9 @@ class Channel:
 
     async def _run_reader(self) -> None:
         sock = self._sock
+        # Valid at every wait: we get there after a read (the socket was open)
+        # and the checks after each frame, or after the check before the loop.
+        fd = self._fd
         decoder = self._decoder
         next_frame = decoder.next_frame  # bound once: saves a lookup per frame
         # Whether the last read emptied the socket (it returned less than
@@ -619,10 +672,12 @@ class Channel:
             async with trio.open_nursery() as handlers:
                 reason = "closed locally"
                 cause: BaseException | None = None
+                if self.closed:  # (not _close_reason: mypy would narrow it)
+                    return  # closed by another task before we started
                 try:
                     while True:
                         while (frame := next_frame()) is not None:
-                            if frame.kind is FrameKind.EVENT:
+                            if frame.kind is _EVENT:
                                 # Awaited here: events are handled in order.
                                 await self._on_event(frame.payload)
                             else:
@@ -631,10 +686,8 @@ class Channel:
                                 # Closed by a handler or by a failed answer:
                                 # what is still buffered has nobody to go to.
                                 return
-                        if self._close_reason is not None:
-                            return  # closed by another task before we started
                         if drained:
-                            await trio.lowlevel.wait_readable(sock)
+                            await trio.lowlevel.wait_readable(fd)
                         else:
                             # More may be waiting; yield first, as trio's
                             # recv() does, so that a peer that never stops
@@ -649,10 +702,12 @@ class Channel:
                         try:
                             # Not sock.recv(): after a read that succeeds at
                             # once it yields, one more pass through the run
-                            # loop per read.  fileno() is -1 once closed.
+                            # loop per read.  Not fd: the socket may have been
+                            # closed since we were woken, and fileno() is then
+                            # -1 (EBADF), where fd could already be reused.
                             data = os.read(sock.fileno(), size)
                         except BlockingIOError:
-                            drained = True  # woken, but another read was first
+                            drained = True  # nothing to read after all
                             continue
                         if not data:
                             reason = "the peer closed the connection"
@@ -690,9 +745,9 @@ class Channel:
                 " not an object",
                 peer=self._label,
             )
-        if kind is FrameKind.RESPONSE:
+        if kind is _RESPONSE:
             self._on_response(message)
-        elif kind is FrameKind.REQUEST:
+        elif kind is _REQUEST:
             request_id = message.get("id")
             method = message.get("method")
             if type(request_id) is not int or type(method) is not str:
@@ -742,8 +797,10 @@ class Channel:
                 self._label,
                 request_id,
             )
-            return
-        self._complete(slot, result)
+        elif slot.task is None:  # _complete(), inlined: a call per response
+            slot.result = result
+        else:
+            trio.lowlevel.reschedule(slot.task, result)
 
     async def _on_event(self, message: Any) -> None:
         if type(message) is not dict:
@@ -807,7 +864,7 @@ class Channel:
                 request_id, method, self._failure(request_id, method, exc), handlers
             )
             return
-        if isawaitable(result):
+        if type(result) not in _PLAIN_RESULTS and isawaitable(result):
             handlers.start_soon(
                 self._run_request,
                 request_id,

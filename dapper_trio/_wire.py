@@ -23,12 +23,11 @@ import enum
 import json
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from json.encoder import (  # type: ignore[attr-defined]
     c_make_encoder,
     encode_basestring_ascii,
 )
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from ._errors import DapperTrioError
 
@@ -74,9 +73,13 @@ class FrameKind(enum.IntEnum):
 _KINDS: dict[int, FrameKind] = {kind.value: kind for kind in FrameKind}
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One decoded frame: its kind and its payload (a JSON value, usually a dict)."""
+class Frame(NamedTuple):
+    """One decoded frame: its kind and its payload (a JSON value, usually a dict).
+
+    A NamedTuple rather than a frozen dataclass: the decoder builds one per
+    frame, and a frozen dataclass's ``__init__`` (two ``object.__setattr__``
+    calls) costs about three times as much as building a tuple.
+    """
 
     kind: FrameKind
     payload: Any
@@ -114,10 +117,18 @@ def _rebuild_remote_protocol_error(reason: str, peer: str) -> RemoteProtocolErro
 # file name decoded with surrogateescape, say) still round-trips as \\udcXX
 # escapes instead of failing to encode; NaN and infinities are not JSON.
 _ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-# The C encoder behind _ENCODER, built once instead of on every encode() call.
+
+
+def _encode_one_chunk(value: Any, _indent: int) -> Sequence[str]:  # pragma: no cover
+    # Used only where json has no C accelerator.
+    return (_ENCODER.encode(value),)
+
+
+# The C encoder behind _ENCODER, built once instead of on every encode() call,
+# and called directly: ``"".join(_encode_chunks(value, 0))`` is the JSON text.
 # It runs without circular-reference markers: a circular value then fails
 # with RecursionError, which is reported like any unserialisable value.
-_encode_chunks: Callable[[Any, int], Sequence[str]] | None = (
+_encode_chunks: Callable[[Any, int], Sequence[str]] = (
     c_make_encoder(
         None,
         _ENCODER.default,
@@ -130,14 +141,8 @@ _encode_chunks: Callable[[Any, int], Sequence[str]] | None = (
         False,
     )
     if c_make_encoder is not None and encode_basestring_ascii is not None
-    else None
+    else _encode_one_chunk
 )
-
-
-def _encode_json(value: Any) -> str:
-    if _encode_chunks is None:  # pragma: no cover - no C accelerator
-        return _ENCODER.encode(value)
-    return "".join(_encode_chunks(value, 0))
 
 
 def _reject_constant(name: str) -> Any:
@@ -146,19 +151,6 @@ def _reject_constant(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _scan_once = _DECODER.scan_once  # type: ignore[attr-defined]  # set in __init__
-
-
-def _decode_json(text: str) -> Any:
-    # The scanner alone is about twice as fast as decode(); anything it does
-    # not take whole (leading or trailing whitespace, errors) goes through
-    # decode(), which also produces the precise error message.
-    try:
-        value, end = _scan_once(text, 0)
-    except (StopIteration, ValueError, RecursionError):
-        return _DECODER.decode(text)
-    if end != len(text):
-        return _DECODER.decode(text)
-    return value
 
 
 def encode_frame(
@@ -174,7 +166,7 @@ def encode_frame(
     if _KINDS.get(kind) is None:
         raise LocalProtocolError(f"cannot send a frame of unknown kind {kind!r}")
     try:
-        data = _encode_json(payload).encode()
+        data = "".join(_encode_chunks(payload, 0)).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise LocalProtocolError(
             f"{FrameKind(kind).name} payload is not JSON-serialisable: {exc}"
@@ -234,7 +226,8 @@ class FrameDecoder:
         if len(buffer) < _HEADER_SIZE:
             return _HEADER_SIZE - len(buffer)
         length: int = HEADER.unpack_from(buffer)[3]
-        return max(1, _HEADER_SIZE + length - len(buffer))
+        missing = _HEADER_SIZE + length - len(buffer)
+        return missing if missing > 0 else 1
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes received from the peer.
@@ -284,13 +277,29 @@ class FrameDecoder:
         except UnicodeDecodeError as exc:
             self._fail(f"{frame_kind.name} payload is not valid UTF-8: {exc}")
         del buffer[:end]
+        # The scanner alone is about twice as fast as JSONDecoder.decode(),
+        # which it is the core of.  Anything it does not take whole (leading
+        # or trailing whitespace, garbage) goes through decode(), which allows
+        # whitespace and gives the precise error message for the rest.
         try:
-            payload = _decode_json(text)
+            payload, parsed = _scan_once(text, 0)
+        except StopIteration:  # no JSON value at the very start
+            parsed = -1
         except (ValueError, RecursionError) as exc:
-            # ValueError covers JSONDecodeError, NaN/Infinity and ints over
-            # the interpreter's digit limit; RecursionError, absurd nesting.
-            self._fail(f"{frame_kind.name} payload is not valid JSON: {exc}")
-        return Frame(frame_kind, payload)
+            self._bad_json(frame_kind, exc)
+        if parsed != len(text):
+            try:
+                payload = _DECODER.decode(text)
+            except (ValueError, RecursionError) as exc:
+                self._bad_json(frame_kind, exc)
+        # tuple.__new__ rather than Frame(): skips the Python-level __new__
+        # that NamedTuple generates, a function call per frame.
+        return tuple.__new__(Frame, (frame_kind, payload))
+
+    def _bad_json(self, kind: FrameKind, exc: Exception) -> NoReturn:
+        # ValueError covers JSONDecodeError, NaN/Infinity and ints over the
+        # interpreter's digit limit; RecursionError, absurd nesting.
+        self._fail(f"{kind.name} payload is not valid JSON: {exc}")
 
     def _check_partial_header(self) -> None:
         # Report garbage from its first bytes, so that a peer that sends

@@ -30,6 +30,7 @@ from dapper_trio._ipc import (
     Listener,
     Peer,
     RemoteCommandError,
+    RequestHandler,
     UnknownMethod,
     connect,
     new_token,
@@ -73,13 +74,40 @@ async def echo(method: str, params: Any) -> Any:
     raise UnknownMethod(method)
 
 
+def sync_echo(method: str, params: Any) -> Any:
+    """``echo`` as a plain function, which the reader runs inline.
+
+    For "sleep" it returns a coroutine, which the channel awaits in a task.
+    """
+    if method == "echo":
+        return params
+    if method == "fail":
+        raise ValueError(f"failing as asked: {params}")
+    if method == "sleep":
+        return sleep_then_return(params)
+    if method == "unserialisable":
+        return object()
+    raise UnknownMethod(method)
+
+
+async def sleep_then_return(seconds: float) -> float:
+    await trio.sleep(seconds)
+    return seconds
+
+
+@pytest.fixture(name="handler", params=["async", "sync"])
+def _handler(request: pytest.FixtureRequest) -> RequestHandler:
+    """The echo request handler, as an ``async def`` and as a plain function."""
+    return echo if request.param == "async" else sync_echo
+
+
 @asynccontextmanager
 async def serving(
     token: str,
     *,
     transport: Transport = "unix",
     on_channel: Callable[[Channel], Awaitable[object]] | None = None,
-    request_handler: Callable[[str, Any], Awaitable[Any]] | None = echo,
+    request_handler: RequestHandler | None = echo,
     event_handler: Callable[[str, Any], Awaitable[None]] | None = None,
     **kwargs: Any,
 ) -> AsyncIterator[tuple[Listener, trio.MemoryReceiveChannel[Channel]]]:
@@ -149,13 +177,18 @@ def decode_frames(data: bytes) -> list[Any]:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_requests_both_directions(token: str, transport: Transport) -> None:
+async def test_requests_both_directions(
+    token: str, transport: Transport, handler: RequestHandler
+) -> None:
     """Either side can request; each gets the other's handler's result."""
     with trio.fail_after(TIMEOUT):
         async with (
-            serving(token, transport=transport) as (listener, accepted),
+            serving(token, transport=transport, request_handler=handler) as (
+                listener,
+                accepted,
+            ),
             connect(
-                listener.address, token=token, name="client", request_handler=echo
+                listener.address, token=token, name="client", request_handler=handler
             ) as client,
         ):
             server = await accepted.receive()
@@ -167,12 +200,17 @@ async def test_requests_both_directions(token: str, transport: Transport) -> Non
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_large_payloads(token: str, transport: Transport) -> None:
+async def test_large_payloads(
+    token: str, transport: Transport, handler: RequestHandler
+) -> None:
     """A 4 MiB request and its response cross intact."""
     payload = "é" * (2 * 1024 * 1024)
     with trio.fail_after(TIMEOUT):
         async with (
-            serving(token, transport=transport) as (listener, _),
+            serving(token, transport=transport, request_handler=handler) as (
+                listener,
+                _,
+            ),
             connect(listener.address, token=token, name="client") as client,
         ):
             assert await client.request("echo", payload) == payload
@@ -208,11 +246,17 @@ async def test_concurrent_requests_answered_out_of_order(token: str) -> None:
     assert finished == [2, 0, 1]
 
 
-async def test_slow_request_does_not_block_others(token: str) -> None:
-    """A request whose handler sleeps forever does not delay the next one."""
+async def test_slow_request_does_not_block_others(
+    token: str, handler: RequestHandler
+) -> None:
+    """A request whose handler sleeps forever does not delay the next one.
+
+    With the plain-function handler, "sleep" returns a coroutine: awaitable
+    results are awaited in a task of their own, like ``async def`` handlers.
+    """
     with trio.fail_after(TIMEOUT):
         async with (
-            serving(token) as (listener, _),
+            serving(token, request_handler=handler) as (listener, _),
             connect(listener.address, token=token, name="client") as client,
             trio.open_nursery() as nursery,
         ):
@@ -290,11 +334,17 @@ async def test_failing_event_handler_is_logged(
     assert "missing-key" in ipc_log.text
 
 
-async def test_handler_error_becomes_remote_command_error(token: str) -> None:
-    """A handler's exception reaches the requester with type, message, traceback."""
+async def test_handler_error_becomes_remote_command_error(
+    token: str, handler: RequestHandler
+) -> None:
+    """A handler's exception reaches the requester with type, message, traceback.
+
+    For a plain-function handler too, whose exception is raised in the reader
+    task: the reader answers with the error and goes on.
+    """
     with trio.fail_after(TIMEOUT):
         async with (
-            serving(token) as (listener, _),
+            serving(token, request_handler=handler) as (listener, _),
             connect(listener.address, token=token, name="client") as client,
         ):
             with pytest.raises(RemoteCommandError) as info:
@@ -303,7 +353,7 @@ async def test_handler_error_becomes_remote_command_error(token: str) -> None:
             assert error.error_type == "ValueError"
             assert error.message == "failing as asked: 42"
             assert "Traceback (most recent call last)" in error.remote_traceback
-            assert "in echo" in error.remote_traceback
+            assert f"in {handler.__name__}" in error.remote_traceback
             assert error.method == "fail"
             assert "peer 'server pid" in str(error)
             assert not isinstance(error, TransportError)
@@ -318,11 +368,13 @@ async def test_handler_error_becomes_remote_command_error(token: str) -> None:
     )
 
 
-async def test_unknown_method_and_missing_handler(token: str) -> None:
+async def test_unknown_method_and_missing_handler(
+    token: str, handler: RequestHandler
+) -> None:
     """UnknownMethod from a handler, or no handler at all, answer 'UnknownMethod'."""
     with trio.fail_after(TIMEOUT):
         async with (
-            serving(token) as (listener, accepted),
+            serving(token, request_handler=handler) as (listener, accepted),
             connect(listener.address, token=token, name="client") as client,
         ):
             server = await accepted.receive()
@@ -335,11 +387,11 @@ async def test_unknown_method_and_missing_handler(token: str) -> None:
             assert "no request handler" in info.value.message
 
 
-async def test_unserialisable_values(token: str) -> None:
+async def test_unserialisable_values(token: str, handler: RequestHandler) -> None:
     """Bad params fail locally, sending nothing; a bad result fails remotely."""
     with trio.fail_after(TIMEOUT):
         async with (
-            serving(token) as (listener, _),
+            serving(token, request_handler=handler) as (listener, _),
             connect(listener.address, token=token, name="client") as client,
         ):
             with pytest.raises(LocalProtocolError):
@@ -352,11 +404,11 @@ async def test_unserialisable_values(token: str) -> None:
             assert await client.request("echo", 5) == 5
 
 
-async def test_late_response_is_discarded(token: str) -> None:
+async def test_late_response_is_discarded(token: str, handler: RequestHandler) -> None:
     """A request cancelled while waiting never confuses the next request."""
     with trio.fail_after(TIMEOUT):
         async with (
-            serving(token) as (listener, _),
+            serving(token, request_handler=handler) as (listener, _),
             connect(listener.address, token=token, name="client") as client,
         ):
             with trio.move_on_after(0.01):
@@ -364,6 +416,137 @@ async def test_late_response_is_discarded(token: str) -> None:
             await trio.sleep(0.1)  # the late response arrives and is dropped
             assert await client.request("echo", "next") == "next"
             assert not client.closed
+
+
+async def test_sync_handler_runs_in_the_reader_in_order(token: str) -> None:
+    """A plain-function handler is called by the reader, in frame order with events."""
+    seen: list[tuple[str, Any]] = []
+    tasks: set[str] = set()
+
+    def handler(method: str, params: Any) -> Any:
+        seen.append((method, params))
+        tasks.add(trio.lowlevel.current_task().name)
+        return params
+
+    async def on_event(event: str, body: Any) -> None:
+        seen.append((event, body))
+
+    frames = []
+    for n in range(50):
+        if n % 3 == 0:
+            frames.append(encode_frame(FrameKind.EVENT, {"event": "tick", "body": n}))
+        else:
+            request = {"id": n, "method": "ask", "params": n}
+            frames.append(encode_frame(FrameKind.REQUEST, request))
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serving(token, request_handler=handler, event_handler=on_event) as (
+                listener,
+                _,
+            ),
+            await raw_connect(listener.address) as stream,
+        ):
+            await stream.send_all(hello(token))
+            await stream.send_all(b"".join(frames))  # all at once
+            decoder = FrameDecoder(peer="server")
+            responses = []
+            while len(responses) < 50 - 17:
+                frame = decoder.next_frame()
+                if frame is None:
+                    decoder.feed(await stream.receive_some())
+                elif frame.kind is FrameKind.RESPONSE:
+                    responses.append(frame.payload)
+    assert seen == [("tick" if n % 3 == 0 else "ask", n) for n in range(50)]
+    assert len(tasks) == 1
+    assert tasks.pop().startswith("dapper_trio.ipc reader for raw pid")
+    assert sorted(r["id"] for r in responses) == [n for n in range(50) if n % 3]
+    assert all(r["result"] == r["id"] for r in responses)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_sync_handlers_flooding_each_other_do_not_deadlock(
+    token: str, transport: Transport
+) -> None:
+    """Peers whose inline answers fill each other's sockets never deadlock.
+
+    Both sides flood the other with requests whose answers are far larger
+    than the socket buffers, at once.  If each reader waited for its socket to
+    drain while answering, neither would read again; the reader must hand a
+    write that does not fit to a task and go on reading.
+    """
+    big = "z" * (512 * 1024)
+    requests = 24  # 12 MiB of answers each way, more than any socket buffers
+
+    def handler(method: str, params: Any) -> Any:
+        return [params, big]
+
+    results: dict[tuple[str, int], Any] = {}
+
+    async def ask(channel: Channel, side: str, n: int) -> None:
+        results[side, n] = await channel.request("big", n)
+
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serving(token, transport=transport, request_handler=handler) as (
+                listener,
+                accepted,
+            ),
+            connect(
+                listener.address, token=token, name="client", request_handler=handler
+            ) as client,
+        ):
+            server = await accepted.receive()
+            async with trio.open_nursery() as nursery:
+                for n in range(requests):
+                    nursery.start_soon(ask, client, "client", n)
+                    nursery.start_soon(ask, server, "server", n)
+            assert not client.closed
+            assert not server.closed
+    assert results == {
+        (side, n): [n, big] for side in ("client", "server") for n in range(requests)
+    }
+
+
+async def test_large_inline_answer_keeps_the_send_lock(token: str) -> None:
+    """An inline answer too big for the socket is finished without interleaving.
+
+    The reader writes what fits and a task writes the rest, holding the send
+    lock the reader took, while other tasks of the same side wait to send.
+    """
+    big = "y" * (4 * 1024 * 1024)
+    answering = trio.Event()
+    ticks: list[Any] = []
+    all_ticks = trio.Event()
+
+    def handler(method: str, params: Any) -> Any:
+        answering.set()
+        return big
+
+    async def on_channel(channel: Channel) -> None:
+        await answering.wait()  # the answer is half-written now
+        for n in range(100):
+            await channel.send_event("tick", n)
+        await channel.wait_closed()
+
+    async def on_event(event: str, body: Any) -> None:
+        ticks.append(body)
+        if body == 99:
+            all_ticks.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serving(token, request_handler=handler, on_channel=on_channel) as (
+                listener,
+                _,
+            ),
+            connect(
+                listener.address, token=token, name="client", event_handler=on_event
+            ) as client,
+        ):
+            assert await client.request("big") == big
+            await all_ticks.wait()
+            assert not client.closed
+    assert ticks == list(range(100))
 
 
 # -- authentication ------------------------------------------------------------

@@ -260,6 +260,25 @@ def test_invalid_json(payload: bytes) -> None:
     assert "RESPONSE payload is not valid JSON" in error.reason
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [b' {"a": [1, 2]}', b'{"a": [1, 2]}\n', b'\t{ "a" : [ 1 , 2 ] }\r\n'],
+    ids=["leading", "trailing", "both"],
+)
+def test_json_with_whitespace_is_valid(payload: bytes) -> None:
+    """Whitespace around a peer's JSON value (which we never send) is accepted."""
+    decoder = FrameDecoder(peer=PEER)
+    decoder.feed(header(FrameKind.EVENT, len(payload)) + payload)
+    assert decode_all(decoder) == [Frame(FrameKind.EVENT, {"a": [1, 2]})]
+
+
+def test_invalid_json_message_is_precise() -> None:
+    """The reason says what json found wrong and where."""
+    payload = b'{"a": 1} x'
+    error = rejection(header(FrameKind.EVENT, len(payload)) + payload)
+    assert "Extra data: line 1 column 10 (char 9)" in error.reason
+
+
 def test_absurd_nesting_is_a_protocol_error() -> None:
     """Deeply nested JSON is refused rather than crashing with RecursionError."""
     payload = b"[" * 200_000 + b"]" * 200_000
