@@ -336,11 +336,23 @@ class DebugSession:
                 except trio.RunFinishedError:  # pragma: no cover - racing exit
                     pass
 
-    def _pause_idle_loop(self) -> None:
+    def _pause_idle_loop(self, second_look: bool = False) -> None:
         # Runs in trio's run_sync_soon task: the loop woke up for us.  If no
         # user code has run since Ctrl-C, the program is waiting on I/O or a
         # timer: pause on the main task's await chain.
+        #
+        # "No user code has run" needs two looks: tasks in the same scheduling
+        # batch as this callback may still be about to run (trio takes a batch
+        # out of its run queue before running it, so they are not counted as
+        # runnable), and the first user line one of them runs is where the
+        # pause belongs.  So the first look only comes back after the batch;
+        # the second also waits while any task is runnable.
         if self._pending_pause_at is None:
+            return
+        busy = trio.lowlevel.current_statistics().tasks_runnable > 0
+        if not second_look or busy:
+            if self._token is not None:
+                self._token.run_sync_soon(self._pause_idle_loop, True)
             return
         task = _trio_internals.main_task()
         debugger = self.debugger()

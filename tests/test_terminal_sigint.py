@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import time
 
 import pytest
-from terminal import PROGRAMS, Terminal, line_of, run_under_debugger, terminal_env
+from terminal import (
+    PROGRAMS,
+    Terminal,
+    dapper_command,
+    line_of,
+    run_under_debugger,
+    terminal_env,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -116,3 +124,27 @@ def test_ctrl_c_after_continue_in_plain_app_is_trios() -> None:
         rest = term.expect_exit()
     assert "got KeyboardInterrupt" in rest
     assert term.signalstatus == signal.SIGINT
+
+
+def test_pause_lands_in_the_task_about_to_run(mode: str) -> None:
+    """Ctrl-C in trio's scheduler with a task about to run pauses in that task."""
+    argv = [*dapper_command(), "run", "-c"]
+    if mode == "in-process":
+        argv.append("--in-process")
+    result = subprocess.run(
+        [*argv, "pause_race.py"],
+        cwd=PROGRAMS,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        env=terminal_env(),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pauses sent 20" in result.stdout
+    pauses = [
+        line for line in result.stderr.splitlines() if "interrupted (Ctrl-C)" in line
+    ]
+    assert len(pauses) == 20, result.stderr
+    assert all("in task 'busy'" in line for line in pauses), result.stderr
