@@ -2,7 +2,9 @@
 
 ``ExternalProcessBackend`` runs the program in a child process.  Its one
 nursery holds the IPC listener's accept-and-serve task (with the channel's
-reader task under it) and the child process itself; the backend's
+reader task under it) and the task that owns the child process (started, for
+``dapper-trio run``, before trio was even imported: see ``_spawn``); the
+backend's
 ``LifecycleManager`` records the connection's life (INITIALIZING until the
 debuggee connects and takes its configuration, READY while connected, ERROR if
 the connection or the process fails, TERMINATED when it is over).
@@ -21,22 +23,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import signal
 import subprocess
 import sys
-import termios
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import trio
 
-from ._debuggee import SESSION_ENV
-from ._ipc import new_token, open_listener
-from ._launcher import RunOptions, Target, resolve
+from ._ipc import open_listener
 from ._lifecycle import LifecycleManager
+from ._spawn import StartedDebuggee, save_terminal, start_debuggee
 from ._states import BackendLifecycleState
+from ._targets import RunOptions, Target, resolve
 
 #: Seconds a child gets to exit after SIGTERM before it is killed.
 TERMINATE_GRACE = 2.0
@@ -55,17 +54,6 @@ class ProgramExit:
         return -self.returncode if self.returncode < 0 else None
 
 
-def debuggee_command() -> list[str]:
-    """The command line of a debuggee process (same interpreter and flags)."""
-    flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
-    return [
-        sys.executable,
-        *flags,
-        "-c",
-        "from dapper_trio._debuggee import main; main()",
-    ]
-
-
 class ExternalProcessBackend:
     """Runs a program in a supervised child process connected over IPC.
 
@@ -78,55 +66,44 @@ class ExternalProcessBackend:
         options: RunOptions,
         *,
         transport: Literal["unix", "tcp"] = "unix",
+        started: StartedDebuggee | None = None,
     ) -> None:
         self.target = target
         self.options = options
         self.transport = transport
         self.lifecycle = LifecycleManager("debuggee")
-        self.process: trio.Process | None = None
-        #: SIGINT was ignored when we started (a background job): the program
-        #: must keep ignoring it, as it would under plain python.
-        self.sigint_ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        self._started = started
         self._exit_report: dict[str, Any] | None = None
         self._connected = False
 
     async def run(self) -> ProgramExit:
         """Run the program to its end and report how it ended.
 
-        On cancellation the child is terminated (SIGTERM, then SIGKILL after
-        ``TERMINATE_GRACE`` seconds) and reaped before Cancelled propagates.
+        If the debuggee was not started already (``_spawn.start_debuggee``),
+        it is started here.  On cancellation the child is terminated
+        (SIGTERM, then SIGKILL after ``TERMINATE_GRACE`` seconds) and reaped
+        before Cancelled propagates.
         """
         self.lifecycle.initialize()
-        token = new_token()
+        started = self._started or start_debuggee(transport=self.transport)
         try:
-            async with open_listener(
-                token=token, transport=self.transport, name="dapper-trio supervisor"
-            ) as listener:
-                env = dict(os.environ)
-                env[SESSION_ENV] = json.dumps(
-                    {
-                        "address": str(listener.address),
-                        "token": token,
-                        "sigint_ignored": self.sigint_ignored,
-                    }
-                )
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._serve, listener)
-                    completed = await trio.run_process(
-                        debuggee_command(),
-                        stdin=None,
-                        check=False,
-                        env=env,
-                        deliver_cancel=_terminate_then_kill,
-                        preexec_fn=_ignore_sigint,
-                    )
-                    nursery.cancel_scope.cancel(reason="the debuggee exited")
+            async with (
+                open_listener(
+                    token=started.token,
+                    bound=started.bound,
+                    name="dapper-trio supervisor",
+                ) as listener,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(self._serve, listener)
+                returncode = await _wait_for_exit(started.process)
+                nursery.cancel_scope.cancel(reason="the debuggee exited")
         finally:
             with trio.CancelScope(shield=True):
                 await self.lifecycle.terminate("the debuggee exited")
         report = self._exit_report or {}
         return ProgramExit(
-            returncode=completed.returncode,
+            returncode=returncode,
             quit=bool(report.get("quit", False)),
             connected=self._connected,
         )
@@ -162,43 +139,41 @@ class _ConnectionDropped(Exception):
     pass
 
 
-def _ignore_sigint() -> None:
-    # In the child between fork and exec.  An ignored signal stays ignored
-    # across exec, so a Ctrl-C during the debuggee's interpreter start-up
-    # does not kill it; the debuggee installs its own handler once ready.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+async def _wait_for_exit(process: subprocess.Popen[bytes]) -> int:
+    """Wait for *process* to exit; return its returncode.
+
+    Cancellation: the process is terminated (SIGTERM, then SIGKILL after
+    ``TERMINATE_GRACE`` seconds) and reaped, shielded, before Cancelled
+    propagates.
+    """
+    try:
+        return await trio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
+    except trio.Cancelled:
+        with trio.CancelScope(shield=True):
+            await _terminate_then_kill(process)
+        raise
 
 
-async def _terminate_then_kill(process: trio.Process) -> None:
-    process.terminate()
+async def _terminate_then_kill(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        process.terminate()
     with trio.move_on_after(TERMINATE_GRACE):
-        await process.wait()
+        await trio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
         return
-    process.kill()
-
-
-@contextlib.contextmanager
-def _terminal_restored() -> Iterator[None]:
-    """Put the terminal's settings back however the child left them."""
-    # termios.error is not an OSError: it is what a terminal that has gone
-    # away (the window was closed: EIO) raises.
-    try:
-        fd = sys.stdin.fileno()
-        saved = termios.tcgetattr(fd) if os.isatty(fd) else None
-    except (OSError, ValueError, termios.error):
-        saved = None
-    try:
-        yield
-    finally:
-        if saved is not None:
-            with contextlib.suppress(OSError, termios.error):
-                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    with contextlib.suppress(OSError):
+        process.kill()
+    await trio.to_thread.run_sync(process.wait)
 
 
 async def _supervise(
-    target: Target, options: RunOptions, transport: Literal["unix", "tcp"]
+    target: Target,
+    options: RunOptions,
+    transport: Literal["unix", "tcp"],
+    started: StartedDebuggee | None,
 ) -> ProgramExit | int:
-    backend = ExternalProcessBackend(target, options, transport=transport)
+    backend = ExternalProcessBackend(
+        target, options, transport=transport, started=started
+    )
     # SIGINT reaches the child too (same process group): it pauses or
     # interrupts the program there, so here it is ignored.  SIGTERM/SIGHUP
     # end the session.
@@ -223,7 +198,11 @@ async def _supervise(
 
 
 def supervise_program(
-    target: Target, options: RunOptions, *, transport: Literal["unix", "tcp"] = "unix"
+    target: Target,
+    options: RunOptions,
+    *,
+    transport: Literal["unix", "tcp"] = "unix",
+    started: StartedDebuggee | None = None,
 ) -> int:
     """``dapper-trio run`` in subprocess mode: supervise the program's process.
 
@@ -232,8 +211,11 @@ def supervise_program(
     shell sees exactly what it would have seen.
     """
     resolve(target)
-    with _terminal_restored():
-        result = trio.run(_supervise, target, options, transport)
+    restore_terminal = started.restore_terminal if started else save_terminal()
+    try:
+        result = trio.run(_supervise, target, options, transport, started)
+    finally:
+        restore_terminal()
     if isinstance(result, int):
         return result
     if not result.connected and result.returncode != 0:

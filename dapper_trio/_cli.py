@@ -44,13 +44,33 @@ def _version_text() -> str:
     )
 
 
+class _VersionAction(argparse.Action):
+    # Like action="version", but the text (which imports trio and pdbpp to
+    # read their versions) is only computed when asked for: every run would
+    # otherwise pay for those imports before the debuggee is started.
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(_version_text())
+        parser.exit()
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dapper-trio",
         description="A debugger runtime for Trio programs.",
         epilog="See 'dapper-trio run --help' and docs/terminal.md.",
     )
-    parser.add_argument("--version", action="version", version=_version_text())
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        nargs=0,
+        help="show the versions of dapper-trio, trio, pdbpp and Python, and exit",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser(
         "run",
@@ -150,7 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _cmd_run(
     parser: argparse.ArgumentParser, args: argparse.Namespace, program: list[str]
 ) -> int:
-    from ._launcher import LaunchError, RunOptions, Target
+    # Nothing here imports trio until the debuggee has been started.
+    from ._targets import LaunchError, RunOptions, Target, resolve
 
     if args.module is not None:
         target = Target("module", args.module, tuple(program))
@@ -169,14 +190,21 @@ def _cmd_run(
         stop_on_entry=args.stop_on_entry, breakpoints=tuple(args.breakpoints)
     )
     try:
+        resolve(target)
         if args.in_process:
-            from ._launcher import resolve, run_program
+            from ._launcher import run_program
 
-            resolve(target)
             return run_program(target, options)
-        from ._backends import supervise_program
+        from ._spawn import start_debuggee
 
-        return supervise_program(target, options, transport=args.ipc)
+        started = start_debuggee(transport=args.ipc)
+        try:
+            # Imports trio while the debuggee starts up beside us.
+            from ._backends import supervise_program
+        except BaseException:
+            started.abort()
+            raise
+        return supervise_program(target, options, transport=args.ipc, started=started)
     except LaunchError as exc:
         print(f"dapper-trio: error: {exc}", file=sys.stderr)
         return 2

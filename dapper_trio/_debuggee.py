@@ -27,9 +27,8 @@ import trio
 from ._ipc import Address, Channel, connect
 from ._launcher import LaunchError, RunOptions, Target, run_program
 from ._session import get_session
+from ._spawn import SESSION_ENV
 
-#: Environment variable carrying the supervisor's address and token.
-SESSION_ENV = "DAPPER_TRIO_SUPERVISOR"
 #: How long the debuggee waits for its supervisor before giving up.
 CONFIG_TIMEOUT = 30.0
 

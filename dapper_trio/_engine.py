@@ -449,7 +449,7 @@ class TaskAwareBdb(bdb.Bdb):
                 break
             node = node.f_back
         stack.reverse()
-        return stack
+        return _without_leading_hidden(stack)
 
 
 def _without_leading_hidden(

@@ -96,11 +96,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-import secrets
-import shutil
-import socket as stdlib_socket
 import sys
-import tempfile
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -111,7 +107,16 @@ from typing import Any, Literal, NoReturn
 import outcome
 import trio
 
-from ._errors import DapperTrioError, TransportError
+from ._errors import TransportError
+from ._sockets import (
+    RUNTIME_DIR_VARIABLE as RUNTIME_DIR_VARIABLE,
+)
+from ._sockets import SOCKET_NAME as SOCKET_NAME
+from ._sockets import Address as Address
+from ._sockets import BoundSocket as BoundSocket
+from ._sockets import IPCError as IPCError
+from ._sockets import bind_listening_socket as bind_listening_socket
+from ._sockets import new_token as new_token
 from ._wire import (
     DEFAULT_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
@@ -142,8 +147,6 @@ __all__ = [
 
 logger = logging.getLogger("dapper_trio.ipc")
 
-RUNTIME_DIR_VARIABLE = "DAPPER_TRIO_RUNTIME_DIR"
-SOCKET_NAME = "ipc.sock"
 # Before a peer has proved it holds the token, it may not make us buffer much.
 _HANDSHAKE_MAX_FRAME_SIZE = 64 * 1024
 _RECEIVE_SIZE = 64 * 1024
@@ -177,10 +180,6 @@ EventHandler = Callable[[str, Any], Awaitable[None]]
 
 # ---------------------------------------------------------------------------
 # Errors
-
-
-class IPCError(DapperTrioError):
-    """Base class of the errors raised by dapper-trio's IPC layer."""
 
 
 class ConnectionLost(IPCError, TransportError):
@@ -258,61 +257,6 @@ class UnknownMethod(IPCError, LookupError):
 
 
 @dataclass(frozen=True)
-class Address:
-    """Where a listener listens: ``unix:/path/to.sock`` or ``tcp:HOST:PORT``.
-
-    ``str(address)`` and ``Address.parse()`` convert to and from that text, so
-    an address can be handed to a child process in an environment variable.
-    """
-
-    transport: Literal["unix", "tcp"]
-    path: str = ""
-    host: str = ""
-    port: int = 0
-
-    def __post_init__(self) -> None:
-        if self.transport == "unix":
-            if not self.path or "\0" in self.path:
-                raise ValueError(f"a unix address needs a socket path: {self!r}")
-            if self.host or self.port:
-                raise ValueError(f"a unix address has no host or port: {self!r}")
-        elif self.transport == "tcp":
-            if not self.host or self.path:
-                raise ValueError(f"a tcp address needs a host and no path: {self!r}")
-            if type(self.port) is not int or not 0 < self.port < 65536:
-                raise ValueError(f"a tcp port is 1-65535, not {self.port!r}")
-        else:
-            raise ValueError(f"unknown transport {self.transport!r}: {self!r}")
-
-    def __str__(self) -> str:
-        if self.transport == "unix":
-            return f"unix:{self.path}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp:{host}:{self.port}"
-
-    @classmethod
-    def parse(cls, text: str) -> Address:
-        """Parse ``unix:PATH`` or ``tcp:HOST:PORT`` (``tcp:[::1]:PORT`` for IPv6).
-
-        Raises ``ValueError`` naming the text if it is neither.
-        """
-        transport, sep, rest = text.partition(":")
-        problem = "expected 'unix:/path/to.sock' or 'tcp:HOST:PORT'"
-        try:
-            if sep and transport == "unix" and rest:
-                return cls("unix", path=rest)
-            if sep and transport == "tcp":
-                host, sep, port = rest.rpartition(":")
-                if host.startswith("[") and host.endswith("]"):
-                    host = host[1:-1]
-                if sep and host and port.isdigit() and port.isascii():
-                    return cls("tcp", host=host, port=int(port))
-        except ValueError as exc:
-            problem = str(exc)
-        raise ValueError(f"not a dapper-trio address: {text!r} ({problem})")
-
-
-@dataclass(frozen=True)
 class Peer:
     """Who is at the other end, as it announced itself in the handshake."""
 
@@ -321,11 +265,6 @@ class Peer:
 
     def __str__(self) -> str:
         return f"{self.name} pid {self.pid}"
-
-
-def new_token() -> str:
-    """Return a fresh random session token (64 hex characters)."""
-    return secrets.token_hex(32)
 
 
 # ---------------------------------------------------------------------------
@@ -1355,36 +1294,6 @@ class Listener:
         return Peer(name, pid), ""
 
 
-def _runtime_base(runtime_dir: str | None) -> str:
-    """Where socket directories go (see ``open_listener``)."""
-    if runtime_dir is not None:
-        return runtime_dir
-    configured = os.environ.get(RUNTIME_DIR_VARIABLE)
-    if configured:
-        return configured
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK | os.X_OK):
-        return xdg
-    return tempfile.gettempdir()
-
-
-def _make_socket_dir(runtime_dir: str | None) -> tuple[str, str]:
-    """Create a private 0700 directory; return it and the socket path in it."""
-    if not hasattr(stdlib_socket, "AF_UNIX"):
-        raise IPCError("unix sockets are not available here; use transport='tcp'")
-    directory = tempfile.mkdtemp(prefix="dapper-trio-", dir=_runtime_base(runtime_dir))
-    path = os.path.join(directory, SOCKET_NAME)
-    size = len(os.fsencode(path))
-    if size > _UNIX_PATH_MAX:
-        shutil.rmtree(directory, ignore_errors=True)
-        raise IPCError(
-            f"unix socket path {path!r} is {size} bytes, over the limit of"
-            f" {_UNIX_PATH_MAX}; point {RUNTIME_DIR_VARIABLE} (or runtime_dir=)"
-            " at a shorter directory, or use transport='tcp'"
-        )
-    return directory, path
-
-
 @asynccontextmanager
 async def open_listener(
     *,
@@ -1396,6 +1305,7 @@ async def open_listener(
     runtime_dir: str | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     handshake_timeout: float = 5.0,
+    bound: BoundSocket | None = None,
 ) -> AsyncIterator[Listener]:
     """Listen for peers holding *token*; yield a ``Listener``.
 
@@ -1406,6 +1316,10 @@ async def open_listener(
     ``transport="tcp"`` binds *host* (loopback unless you name another) and
     *port* (0: any free port; ``listener.address`` tells which).
 
+    *bound* is a socket already listening (``bind_listening_socket()``, made
+    before trio runs so that a child can be started early); the listener takes
+    it over, and the transport options are then ignored.
+
     On leaving the block, however it is left, the listening socket is closed
     and the socket file and its directory are removed.
 
@@ -1414,44 +1328,20 @@ async def open_listener(
     """
     if type(token) is not str or not token:
         raise ValueError("token must be a non-empty string (see new_token())")
-    if transport == "unix":
-        directory, path = _make_socket_dir(runtime_dir)
-        try:
-            sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
-            with sock:
-                await sock.bind(path)
-                os.chmod(path, 0o600)
-                sock.listen(_BACKLOG)
-                yield Listener(
-                    trio.SocketListener(sock),
-                    Address("unix", path=path),
-                    token=token,
-                    name=name,
-                    max_frame_size=max_frame_size,
-                    handshake_timeout=handshake_timeout,
-                )
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-    elif transport == "tcp":
-        infos = await trio.socket.getaddrinfo(
-            host, port, type=stdlib_socket.SOCK_STREAM, flags=stdlib_socket.AI_PASSIVE
+    if bound is None:
+        bound = bind_listening_socket(
+            transport=transport, host=host, port=port, runtime_dir=runtime_dir
         )
-        if not infos:  # pragma: no cover - getaddrinfo raises instead
-            raise IPCError(f"cannot resolve {host!r}")
-        family, type_, proto, _, sockaddr = infos[0]
-        sock = trio.socket.socket(family, type_, proto)
+    try:
+        sock = trio.socket.from_stdlib_socket(bound.sock)
         with sock:
-            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
-            await sock.bind(sockaddr)
-            sock.listen(_BACKLOG)
-            bound_host, bound_port = sock.getsockname()[:2]
             yield Listener(
                 trio.SocketListener(sock),
-                Address("tcp", host=bound_host, port=bound_port),
+                bound.address,
                 token=token,
                 name=name,
                 max_frame_size=max_frame_size,
                 handshake_timeout=handshake_timeout,
             )
-    else:
-        raise ValueError(f"transport must be 'unix' or 'tcp', not {transport!r}")
+    finally:
+        bound.close()

@@ -10,7 +10,6 @@ process in subprocess mode.
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import importlib.machinery
 import importlib.util
 import io
@@ -22,104 +21,16 @@ import sys
 import traceback
 import types
 from collections.abc import Iterator
-from typing import Literal
 
 from . import _frames
 from ._frames import short_path
 from ._session import QUIT_MESSAGE, DebugSession, get_session, is_quit
+from ._targets import LaunchError as LaunchError
+from ._targets import RunOptions as RunOptions
+from ._targets import Target as Target
+from ._targets import resolve as resolve
 
 __tracebackhide__ = True
-
-
-class LaunchError(Exception):
-    """The program could not be started (missing file, unknown module...)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """What to run: a script path or a module name, with its arguments."""
-
-    kind: Literal["script", "module"]
-    name: str
-    args: tuple[str, ...] = ()
-
-    def process_name(self) -> str:
-        return os.path.basename(self.name) if self.kind == "script" else self.name
-
-    def to_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "name": self.name, "args": list(self.args)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Target:
-        kind = data["kind"]
-        name = data["name"]
-        args = data.get("args", [])
-        valid = (
-            kind in ("script", "module")
-            and isinstance(name, str)
-            and isinstance(args, list)
-            and all(isinstance(a, str) for a in args)
-        )
-        if not valid:
-            # A malformed message from the supervisor: a bad value, whatever
-            # part of it is wrong.
-            raise ValueError(f"bad target: {data!r}")
-        return cls(kind, name, tuple(args))  # type: ignore[arg-type]
-
-
-@dataclasses.dataclass(frozen=True)
-class RunOptions:
-    """How to run it: stop at the first line or not, breakpoints to set."""
-
-    stop_on_entry: bool = True
-    breakpoints: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "stop_on_entry": self.stop_on_entry,
-            "breakpoints": list(self.breakpoints),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> RunOptions:
-        stop = data.get("stop_on_entry", True)
-        breaks = data.get("breakpoints", [])
-        if not isinstance(stop, bool) or not isinstance(breaks, list):
-            raise ValueError(f"bad run options: {data!r}")  # noqa: TRY004 - as above
-        return cls(bool(stop), tuple(str(b) for b in breaks))
-
-
-def resolve(target: Target) -> str:
-    """Check that *target* exists; return the file whose first line we stop at."""
-    if target.kind == "script":
-        if not os.path.exists(target.name):
-            raise LaunchError(f"can't open file {target.name!r}: no such file")
-        if os.path.isdir(target.name):
-            main = os.path.join(target.name, "__main__.py")
-            if not os.path.exists(main):
-                raise LaunchError(f"can't find '__main__.py' in {target.name!r}")
-            return os.path.abspath(main)
-        return os.path.abspath(target.name)
-    try:
-        spec = importlib.util.find_spec(target.name)
-    except (ImportError, ValueError) as exc:
-        raise LaunchError(f"no module named {target.name!r} ({exc})") from None
-    if spec is None:
-        raise LaunchError(f"no module named {target.name!r}")
-    if spec.submodule_search_locations is not None:
-        # A package: python -m runs its __main__ submodule.
-        try:
-            main_spec = importlib.util.find_spec(target.name + ".__main__")
-        except ImportError:
-            main_spec = None
-        if main_spec is None or main_spec.origin is None:
-            raise LaunchError(
-                f"{target.name!r} is a package and cannot be directly executed"
-            )
-        return os.path.abspath(main_spec.origin)
-    if spec.origin is None or not os.path.exists(spec.origin):
-        raise LaunchError(f"module {target.name!r} has no source file to debug")
-    return os.path.abspath(spec.origin)
 
 
 def run_program(

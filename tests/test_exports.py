@@ -35,3 +35,43 @@ def test_no_public_name_forgotten() -> None:
             value = getattr(module, name)
             if isinstance(value, type) and issubclass(value, BaseException):
                 assert value in exported, f"exception {info.name}.{name} not exported"
+
+
+def test_lazy_table_matches_type_checking_imports() -> None:
+    """The lazy-loading table and the imports type checkers see list the same names."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(dapper_trio.__file__).read_text())
+    guarded = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    )
+    seen = {
+        alias.asname or alias.name: node.module
+        for node in guarded.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert seen == dapper_trio._EXPORTS
+    assert set(dapper_trio.__all__) == {*seen, "__version__"}
+
+
+def test_importing_the_command_line_does_not_import_trio() -> None:
+    """`dapper-trio run` can start the debuggee before trio is imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dapper_trio._cli, dapper_trio._spawn, dapper_trio._targets;"
+        "print('trio' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert result.stdout.strip() == "False"

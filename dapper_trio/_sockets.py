@@ -1,0 +1,180 @@
+"""Sockets before trio: addresses, tokens, and binding a listening socket.
+
+Nothing here imports trio.  ``dapper-trio run`` binds the supervisor's
+listening socket and starts the debuggee *before* it imports trio, so that
+the two interpreters start up side by side; ``_ipc.open_listener`` then takes
+the bound socket over.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket as stdlib_socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Literal
+
+from ._errors import DapperTrioError
+
+#: Environment variable naming where socket directories go.
+RUNTIME_DIR_VARIABLE = "DAPPER_TRIO_RUNTIME_DIR"
+#: The socket file's name inside its private directory.
+SOCKET_NAME = "ipc.sock"
+_BACKLOG = 128
+# sun_path holds 108 bytes on Linux (104 on the BSDs), the terminating NUL
+# included.
+_UNIX_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
+
+
+class IPCError(DapperTrioError):
+    """Base class of the errors raised by dapper-trio's IPC layer."""
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a listener listens: ``unix:/path/to.sock`` or ``tcp:HOST:PORT``.
+
+    ``str(address)`` and ``Address.parse()`` convert to and from that text, so
+    an address can be handed to a child process in an environment variable.
+    """
+
+    transport: Literal["unix", "tcp"]
+    path: str = ""
+    host: str = ""
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        if self.transport == "unix":
+            if not self.path or "\0" in self.path:
+                raise ValueError(f"a unix address needs a socket path: {self!r}")
+            if self.host or self.port:
+                raise ValueError(f"a unix address has no host or port: {self!r}")
+        elif self.transport == "tcp":
+            if not self.host or self.path:
+                raise ValueError(f"a tcp address needs a host and no path: {self!r}")
+            if type(self.port) is not int or not 0 < self.port < 65536:
+                raise ValueError(f"a tcp port is 1-65535, not {self.port!r}")
+        else:
+            raise ValueError(f"unknown transport {self.transport!r}: {self!r}")
+
+    def __str__(self) -> str:
+        if self.transport == "unix":
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp:{host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """Parse ``unix:PATH`` or ``tcp:HOST:PORT`` (``tcp:[::1]:PORT`` for IPv6).
+
+        Raises ``ValueError`` naming the text if it is neither.
+        """
+        transport, sep, rest = text.partition(":")
+        problem = "expected 'unix:/path/to.sock' or 'tcp:HOST:PORT'"
+        try:
+            if sep and transport == "unix" and rest:
+                return cls("unix", path=rest)
+            if sep and transport == "tcp":
+                host, sep, port = rest.rpartition(":")
+                if host.startswith("[") and host.endswith("]"):
+                    host = host[1:-1]
+                if sep and host and port.isdigit() and port.isascii():
+                    return cls("tcp", host=host, port=int(port))
+        except ValueError as exc:
+            problem = str(exc)
+        raise ValueError(f"not a dapper-trio address: {text!r} ({problem})")
+
+
+def new_token() -> str:
+    """Return a fresh random session token (64 hex characters)."""
+    return secrets.token_hex(32)
+
+
+def _runtime_base(runtime_dir: str | None) -> str:
+    """Where socket directories go (see ``open_listener``)."""
+    if runtime_dir is not None:
+        return runtime_dir
+    configured = os.environ.get(RUNTIME_DIR_VARIABLE)
+    if configured:
+        return configured
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK | os.X_OK):
+        return xdg
+    return tempfile.gettempdir()
+
+
+def _make_socket_dir(runtime_dir: str | None) -> tuple[str, str]:
+    """Create a private 0700 directory; return it and the socket path in it."""
+    if not hasattr(stdlib_socket, "AF_UNIX"):
+        raise IPCError("unix sockets are not available here; use transport='tcp'")
+    directory = tempfile.mkdtemp(prefix="dapper-trio-", dir=_runtime_base(runtime_dir))
+    path = os.path.join(directory, SOCKET_NAME)
+    size = len(os.fsencode(path))
+    if size > _UNIX_PATH_MAX:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise IPCError(
+            f"unix socket path {path!r} is {size} bytes, over the limit of"
+            f" {_UNIX_PATH_MAX}; point {RUNTIME_DIR_VARIABLE} (or runtime_dir=)"
+            " at a shorter directory, or use transport='tcp'"
+        )
+    return directory, path
+
+
+@dataclass
+class BoundSocket:
+    """A socket bound and listening, not yet owned by a trio listener."""
+
+    sock: stdlib_socket.socket
+    address: Address
+    directory: str | None  # the private directory of a unix socket
+
+    def close(self) -> None:
+        """Close the socket; remove a unix socket's file and directory."""
+        self.sock.close()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def bind_listening_socket(
+    *,
+    transport: Literal["unix", "tcp"] = "unix",
+    host: str = "127.0.0.1",
+    port: int = 0,
+    runtime_dir: str | None = None,
+) -> BoundSocket:
+    """Bind and listen (see ``_ipc.open_listener`` for where and how).
+
+    Synchronous and trio-free; a TCP *host* that is a name is resolved here,
+    blocking.  Nothing is left behind if it fails.
+    """
+    if transport == "unix":
+        directory, path = _make_socket_dir(runtime_dir)
+        sock = stdlib_socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            os.chmod(path, 0o600)
+            sock.listen(_BACKLOG)
+        except BaseException:
+            sock.close()
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return BoundSocket(sock, Address("unix", path=path), directory)
+    if transport == "tcp":
+        infos = stdlib_socket.getaddrinfo(
+            host, port, type=stdlib_socket.SOCK_STREAM, flags=stdlib_socket.AI_PASSIVE
+        )
+        family, type_, proto, _, sockaddr = infos[0]
+        sock = stdlib_socket.socket(family, type_, proto)
+        try:
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+            sock.listen(_BACKLOG)
+            bound_host, bound_port = sock.getsockname()[:2]
+        except BaseException:
+            sock.close()
+            raise
+        return BoundSocket(sock, Address("tcp", host=bound_host, port=bound_port), None)
+    raise ValueError(f"transport must be 'unix' or 'tcp', not {transport!r}")
