@@ -262,18 +262,16 @@ class DebugSession:
     def _install_sigint_for_repl(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
             return _nothing
-        # (_signal.getsignal: signal.getsignal wraps the answer in an enum,
-        # which costs more than the rest of a step's bookkeeping.)
         previous = _getsignal(signal.SIGINT)
         if previous == self._on_sigint:
             return _nothing
-        signal.signal(signal.SIGINT, self._on_sigint)
+        _setsignal(signal.SIGINT, self._on_sigint)
 
         def restore() -> None:
             # Put the previous handler back only if ours is still installed:
             # the program may have installed its own meanwhile.
             if _getsignal(signal.SIGINT) == self._on_sigint:
-                signal.signal(signal.SIGINT, previous)
+                _setsignal(signal.SIGINT, previous)
 
         return restore
 
@@ -454,11 +452,16 @@ def _nothing() -> None:
     return None
 
 
+# signal.getsignal/signal.signal convert handlers to and from an enum on
+# every call, which costs more than the rest of a step's bookkeeping; the C
+# module's functions do the same job without it.
 _getsignal: Callable[[int], Any]
+_setsignal: Callable[[int, Any], Any]
 try:
-    _getsignal = importlib.import_module("_signal").getsignal
+    _c_signal = importlib.import_module("_signal")
+    _getsignal, _setsignal = _c_signal.getsignal, _c_signal.signal
 except ImportError:  # pragma: no cover - not CPython
-    _getsignal = signal.getsignal
+    _getsignal, _setsignal = signal.getsignal, signal.signal
 
 
 def _default_process_name() -> str:
