@@ -57,6 +57,11 @@ def leaf_exceptions(
     return leaves
 
 
+NO_TRIO_RUN = (
+    "no trio run is active in this thread (trio.run has not started yet, or has ended)"
+)
+
+
 def _one_line(exc: BaseException) -> str:
     return traceback.format_exception_only(type(exc), exc)[-1].strip()
 
@@ -249,7 +254,7 @@ class TrioPdb(TaskAwareBdb, pdbpp.Pdb):  # type: ignore[misc]
                     lambda: _tasks.snapshot(include_system=include_system)
                 )
             except RuntimeError:
-                self.error("no trio run is active in this thread")
+                self.error(NO_TRIO_RUN)
                 return
             if tree is None:
                 self.error("the trio run has no tasks")
@@ -269,7 +274,7 @@ class TrioPdb(TaskAwareBdb, pdbpp.Pdb):  # type: ignore[misc]
             include_system=include_system,
         )
         if tree is None:
-            self.error("no trio run is active in this thread")
+            self.error(NO_TRIO_RUN)
             return
         for line in _tasks.render_tree(tree):
             self.message(line)
@@ -291,7 +296,7 @@ class TrioPdb(TaskAwareBdb, pdbpp.Pdb):  # type: ignore[misc]
             self._show_stack(stack, index)
             return
         if not _trio_internals.in_trio_thread():
-            self.error("no trio run is active in this thread")
+            self.error(NO_TRIO_RUN)
             return
         _tasks.snapshot()  # make sure every live task has an id
         task = _tasks.REGISTRY.find(key)
