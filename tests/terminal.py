@@ -174,6 +174,14 @@ class Terminal:
         return "".join(self.transcript)
 
 
+def run_argv(mode: str, *rest: str) -> list[str]:
+    """``dapper-trio run [--in-process] REST...`` as an argv for *mode*."""
+    argv = [*dapper_command(), "run"]
+    if mode == "in-process":
+        argv.append("--in-process")
+    return [*argv, *rest]
+
+
 def run_under_debugger(
     script: str,
     *args: str,
@@ -183,10 +191,4 @@ def run_under_debugger(
     cwd: Path | str = PROGRAMS,
 ) -> Terminal:
     """``dapper-trio run [--in-process] [options] script args`` on a pty."""
-    argv = [*dapper_command(), "run"]
-    if mode == "in-process":
-        argv.append("--in-process")
-    argv.extend(options)
-    argv.append(script)
-    argv.extend(args)
-    return Terminal(argv, cwd=cwd, env=env)
+    return Terminal(run_argv(mode, *options, script, *args), cwd=cwd, env=env)

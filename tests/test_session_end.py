@@ -21,8 +21,8 @@ import pytest
 from terminal import (
     PROGRAMS,
     Terminal,
-    dapper_command,
     line_of,
+    run_argv,
     run_under_debugger,
     terminal_env,
 )
@@ -40,13 +40,6 @@ NO_REPL = (
 def _mode(request: pytest.FixtureRequest) -> str:
     mode: str = request.param
     return mode
-
-
-def _run_argv(mode: str, *rest: str) -> list[str]:
-    argv = [*dapper_command(), "run"]
-    if mode == "in-process":
-        argv.append("--in-process")
-    return [*argv, *rest]
 
 
 def _pid_in_header(out: str) -> int:
@@ -138,7 +131,7 @@ def test_double_ctrl_c_outside_trio_ends_as_python_does(mode: str) -> None:
     """Ctrl-C twice in a blocked sync script: KeyboardInterrupt, as under python."""
     with Terminal([sys.executable, "end_blocking.py"], env=terminal_env()) as plain:
         expected = _ctrl_c_while_blocked(plain, 1)
-    argv = _run_argv(mode, "-c", "end_blocking.py")
+    argv = run_argv(mode, "-c", "end_blocking.py")
     with Terminal(argv, env=terminal_env()) as term:
         out = _ctrl_c_while_blocked(term, 2)
     assert "finally ran" in out
@@ -211,7 +204,7 @@ _AND_THEN_STTY = (
 
 def _supervisor_then_stty(script: str) -> Terminal:
     return Terminal(
-        [sys.executable, "-c", _AND_THEN_STTY, *_run_argv("subprocess", script)],
+        [sys.executable, "-c", _AND_THEN_STTY, *run_argv("subprocess", script)],
         env=terminal_env(),
     )
 
@@ -273,7 +266,7 @@ def test_no_terminal_each_pause_is_one_line(mode: str) -> None:
     program = PROGRAMS / "end_no_terminal.py"
     body = line_of(program, "loop-body")
     result = subprocess.run(
-        _run_argv(mode, "-b", f"end_no_terminal.py:{body}", "end_no_terminal.py"),
+        run_argv(mode, "-b", f"end_no_terminal.py:{body}", "end_no_terminal.py"),
         cwd=PROGRAMS,
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -11,7 +11,13 @@ import subprocess
 import sys
 
 import pytest
-from terminal import PROGRAMS, dapper_command, line_of, run_under_debugger, terminal_env
+from terminal import (
+    PROGRAMS,
+    line_of,
+    run_argv,
+    run_under_debugger,
+    terminal_env,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -97,9 +103,7 @@ def test_continue_option_and_conditional_breakpoint(mode: str) -> None:
 
 def test_missing_script_is_a_clear_error(mode: str) -> None:
     """A script that does not exist: one clear line, exit status 2, nothing started."""
-    argv = [*dapper_command(), "run"]
-    if mode == "in-process":
-        argv.append("--in-process")
+    argv = run_argv(mode)
     result = subprocess.run(
         [*argv, "no_such_script.py"],
         cwd=PROGRAMS,
@@ -137,9 +141,7 @@ def test_breakpoint_that_cannot_stop_is_an_error(
     mode: str, spec: str, message: str
 ) -> None:
     """-b naming a missing file or a line without code is refused before running."""
-    argv = [*dapper_command(), "run"]
-    if mode == "in-process":
-        argv.append("--in-process")
+    argv = run_argv(mode)
     result = subprocess.run(
         [*argv, "-c", "-b", spec, "tasks_demo.py"],
         cwd=PROGRAMS,
@@ -189,9 +191,7 @@ def test_syntax_error_is_reported_as_python_does(mode: str) -> None:
 
 def test_ignored_sigint_stays_ignored(mode: str) -> None:
     """SIGINT ignored at start (a background job) stays ignored, as in python."""
-    argv = [*dapper_command(), "run", "-c"]
-    if mode == "in-process":
-        argv.append("--in-process")
+    argv = run_argv(mode, "-c")
 
     def ignore_sigint() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)

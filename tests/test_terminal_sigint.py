@@ -11,8 +11,8 @@ import pytest
 from terminal import (
     PROGRAMS,
     Terminal,
-    dapper_command,
     line_of,
+    run_argv,
     run_under_debugger,
     terminal_env,
 )
@@ -128,9 +128,7 @@ def test_ctrl_c_after_continue_in_plain_app_is_trios() -> None:
 
 def test_pause_lands_in_the_task_about_to_run(mode: str) -> None:
     """Ctrl-C in trio's scheduler with a task about to run pauses in that task."""
-    argv = [*dapper_command(), "run", "-c"]
-    if mode == "in-process":
-        argv.append("--in-process")
+    argv = run_argv(mode, "-c")
     result = subprocess.run(
         [*argv, "pause_race.py"],
         cwd=PROGRAMS,
