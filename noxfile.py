@@ -24,6 +24,16 @@ def tests(session: nox.Session) -> None:
     """Run the whole test suite on one interpreter."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", *session.posargs)
+    if session.python not in ("3.10", "3.11"):
+        # 3.12+ defaults to the sys.monitoring tracer: run everything again
+        # with the settrace one, which 3.10/3.11 use (docs/internals.md).
+        session.run(
+            "python",
+            "-m",
+            "pytest",
+            *session.posargs,
+            env={"DAPPER_TRIO_TRACER": "settrace"},
+        )
 
 
 @nox.session(python="3.11")

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import _frames, _trio_internals
+from . import _breakpoints, _frames, _tracing, _trio_internals
 
 
 class DebuggerQuit(BaseException):
@@ -100,6 +100,32 @@ class TaskAwareBdb(bdb.Bdb):
     #: yield the exception was thrown in at (gen.close(), gen.throw(), a
     #: @contextmanager whose with-body raised).
     _unwinding: types.FrameType | None = None
+    #: True while this debugger's REPL runs: breakpoints reached by code the
+    #: user runs from the prompt do not stop (as with pdb).
+    _in_repl = False
+    #: True while the settrace backend traces this thread for a step.
+    _settrace_stepping = False
+    #: Files the trace function must see while the program just runs (the
+    #: breakpoints the tracer could not serve otherwise); None: every file
+    #: with breakpoints.
+    _trace_only: frozenset[str] | None = None
+    #: Bumped at every change of the stop info (what the tracer must report).
+    _stopinfo_version = 0
+    #: The stop info version the tracer was last armed for.
+    _armed_version = -1
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Frames running code that predates one of their breakpoints, traced
+        #: through f_trace for as long as they live (settrace backend).
+        self._legacy_frames: set[types.FrameType] = set()
+        #: Frames the monitoring backend ignores during this step.
+        self._monitoring_skip: set[types.FrameType] = set()
+
+    @property
+    def tracer(self) -> _tracing.Tracer:
+        """This process's tracing backend (``_tracing``)."""
+        return _tracing.current_tracer()
 
     def _take_reason(self, default: str) -> str:
         reason = self._next_reason
@@ -124,6 +150,7 @@ class TaskAwareBdb(bdb.Bdb):
         self.returnframe = returnframe
         self.quitting = False
         self.stoplineno = stoplineno
+        self._stopinfo_version += 1
         self._recompute_stepping()
 
     def _recompute_stepping(self) -> None:
@@ -143,7 +170,8 @@ class TaskAwareBdb(bdb.Bdb):
         if event == "call" and not self._is_stepping and self.botframe is not None:
             filename = frame.f_code.co_filename
             canonic = self.fncache.get(filename) or self.canonic(filename)
-            if canonic not in self.breaks:
+            only = self._trace_only
+            if canonic not in (self.breaks if only is None else only):
                 return None
         return super().trace_dispatch(frame, event, arg)
 
@@ -185,11 +213,13 @@ class TaskAwareBdb(bdb.Bdb):
         if self.stop_here(frame):
             self.stop_reason = self._take_reason("step")
             self.user_line(frame)
+            self._arm(frame)
             self._raise_if_quitting()
         elif self.break_here(frame):
             self._next_reason = None
             self.stop_reason = self._breakpoint_reason()
             self.user_line(frame)
+            self._arm(frame)
             self._raise_if_quitting()
         return self.trace_dispatch
 
@@ -217,6 +247,7 @@ class TaskAwareBdb(bdb.Bdb):
         if interesting and self.stop_here(frame):
             self.stop_reason = self._take_reason("step")
             self.user_call(frame, arg)
+            self._arm(frame)
             self._raise_if_quitting()
         return self.trace_dispatch
 
@@ -233,6 +264,7 @@ class TaskAwareBdb(bdb.Bdb):
                 self.user_return(frame, arg)
             finally:
                 self.frame_returning = None
+            self._arm(frame)
             self._raise_if_quitting()
         if (
             frame is self.stopframe and self.stoplineno != -1
@@ -263,6 +295,7 @@ class TaskAwareBdb(bdb.Bdb):
         if self.stop_here(frame):
             self.stop_reason = self._take_reason("exception")
             self.user_exception(frame, arg)
+            self._arm(frame)
             self._raise_if_quitting()
         return self.trace_dispatch
 
@@ -332,21 +365,106 @@ class TaskAwareBdb(bdb.Bdb):
         """The task the next stepping command applies to (the stopped one)."""
         return self.stop_task
 
-    # -- entering the debugger from outside the trace function ------------
+    def set_continue(self) -> None:
+        # bdb's also removes the trace function when there are no
+        # breakpoints; here the tracer decides that when it is armed (_arm).
+        self._set_stopinfo(self.botframe, None, -1)
+
+    # -- breakpoints -----------------------------------------------------
+
+    def break_here(self, frame: types.FrameType) -> bool:
+        # bdb's, with conditions compiled once (_breakpoints.effective).
+        filename = self.canonic(frame.f_code.co_filename)
+        lines = self.breaks.get(filename)
+        if not lines:
+            return False
+        lineno = frame.f_lineno
+        if lineno not in lines:
+            lineno = frame.f_code.co_firstlineno
+            if lineno not in lines:
+                return False
+        bp, flag = _breakpoints.effective(filename, lineno, frame)
+        if bp is None:
+            return False
+        self.currentbp = bp.number
+        if flag and bp.temporary:
+            self.do_clear(str(bp.number))
+        return True
+
+    def hit_breakpoint(self, frame: types.FrameType) -> None:
+        """*frame* reached a line holding a breakpoint, outside the trace
+        function (an instrumented line, a ``sys.monitoring`` LINE event):
+        stop there if the breakpoint applies, as ``dispatch_line`` would."""
+        if self._in_repl or self.quitting:
+            return
+        if sys.gettrace() is not None and frame.f_trace == self.trace_dispatch:
+            return  # this frame is traced: dispatch_line sees the line
+        self._ensure_botframe(frame)
+        if not self.break_here(frame):
+            return
+        self._next_reason = None
+        self.stop_reason = self._breakpoint_reason()
+        self._in_repl = True
+        try:
+            self.user_line(frame)
+        finally:
+            self._in_repl = False
+        self._arm(frame)
+        self._raise_if_quitting()
+
+    def _breakpoints_changed(self) -> None:
+        self.tracer.breakpoints_changed(self)
+
+    def set_break(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().set_break(*args, **kwargs)
+        self._breakpoints_changed()
+        return result
+
+    def clear_break(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().clear_break(*args, **kwargs)
+        self._breakpoints_changed()
+        return result
+
+    def clear_bpbynumber(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().clear_bpbynumber(*args, **kwargs)
+        self._breakpoints_changed()
+        return result
+
+    def clear_all_file_breaks(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().clear_all_file_breaks(*args, **kwargs)
+        self._breakpoints_changed()
+        return result
+
+    def clear_all_breaks(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().clear_all_breaks(*args, **kwargs)
+        self._breakpoints_changed()
+        return result
+
+    # -- telling the tracer what to report ---------------------------------
+
+    def _arm(self, frame: types.FrameType | None) -> None:
+        """Have the tracer report what the current stop info needs.
+
+        Called after every stop (the user's command has set the stop info)
+        and whenever the stop info changes outside a stop.
+        """
+        tracer = self.tracer
+        self._armed_version = self._stopinfo_version
+        if self.quitting:
+            tracer.stop(self)
+        elif self._is_stepping:
+            tracer.step(self, frame)
+        else:
+            tracer.run(self)
 
     def start_tracing(self, frame: types.FrameType | None) -> None:
-        """Install the trace function so stepping works from *frame* on.
+        """Trace finely so stepping works from *frame* on (a step is armed).
 
         Only user frames get a local trace function; trio's scheduler frames
         stay untraced.
         """
         self._ensure_botframe(frame)
-        node = frame
-        while node is not None:
-            if not _frames.is_hidden_frame(node):
-                node.f_trace = self.trace_dispatch
-            node = node.f_back
-        sys.settrace(self.trace_dispatch)
+        self.tracer.step(self, frame)
 
     def _ensure_botframe(self, frame: types.FrameType | None) -> None:
         if self.botframe is not None:
@@ -357,32 +475,31 @@ class TaskAwareBdb(bdb.Bdb):
         self.botframe = node
         self._recompute_stepping()
 
-    def _resume_tracing(self, frame: types.FrameType | None) -> None:
-        """After a stop entered directly: trace only if a command needs it."""
-        if self.quitting:
-            sys.settrace(None)
-        elif self._stepping() or self.breaks:
-            self.start_tracing(frame)
-        else:
-            sys.settrace(None)
-
-    # A stop entered directly (not from inside the trace function) runs the
-    # REPL with tracing switched off, as it is inside a trace callback;
-    # afterwards tracing is switched back on only if the command needs it.
+    # A stop entered directly (not from a tracer callback) runs the REPL with
+    # this debugger's tracing switched off, as it is inside a callback;
+    # afterwards the tracer is armed for whatever the command asks.
 
     def enter_live(self, frame: types.FrameType) -> None:
         """Stop at *frame*, which is running on this thread (set_trace & co)."""
-        sys.settrace(None)
+        self.tracer.stop(self)
         self._ensure_botframe(frame)
-        self.interaction(frame, None)
-        self._resume_tracing(frame)
+        self._interact(frame)
+        self._arm(frame)
 
     def enter_suspended(self, frame: types.FrameType) -> None:
         """Stop on a suspended coroutine *frame* of ``stop_task`` (idle pause)."""
-        sys.settrace(None)
-        self._ensure_botframe(sys._getframe(1))
-        self.interaction(frame, None)
-        self._resume_tracing(sys._getframe(1))
+        self.tracer.stop(self)
+        here = sys._getframe(1)
+        self._ensure_botframe(here)
+        self._interact(frame)
+        self._arm(here)
+
+    def _interact(self, frame: types.FrameType) -> None:
+        self._in_repl = True
+        try:
+            self.interaction(frame, None)
+        finally:
+            self._in_repl = False
 
     def request_pause(self, frame: types.FrameType | None, *, task: Any) -> None:
         """Stop at the next user line in *task* (or any task): Ctrl-C."""
@@ -394,14 +511,8 @@ class TaskAwareBdb(bdb.Bdb):
     def cancel_pause(self) -> None:
         """Forget an unserved pause request."""
         self._next_reason = None
-        self._set_stopinfo(self.botframe, None, -1)
-        self.stop_tracing_if_idle()
-
-    def stop_tracing_if_idle(self) -> None:
-        """Remove tracing when nothing needs it (continue, no breakpoints)."""
-        if self._stepping() or self.breaks:
-            return
-        sys.settrace(None)
+        self.set_continue()
+        self._arm(None)
 
     def task_stack(
         self, frame: types.FrameType | None, tb: types.TracebackType | None

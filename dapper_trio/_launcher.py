@@ -82,15 +82,18 @@ def run_program(
     # The debugger's base frame: nothing above the program is shown.
     debugger.botframe = here
     debugger._recompute_stepping()
+    if code is not None:
+        # Again, now that the breakpoints are known: the tracer may compile
+        # them into the code (see _instrument).
+        code = debugger.tracer.compile_module(_read_source(main_file), main_file)
     if options.stop_on_entry:
         debugger.mainpyfile = debugger.canonic(main_file)
         debugger._wait_for_mainpyfile = True
         debugger._follow(None)
         debugger.start_tracing(here)
-    elif debugger.breaks:
-        debugger._ensure_botframe(here)
+    else:
         debugger.set_continue()
-        debugger.start_tracing(here)
+        debugger._arm(here)
     try:
         if code is not None:
             _exec_as_main(code, main_file)
@@ -108,9 +111,13 @@ def run_program(
     return 0
 
 
-def _compile_script(filename: str) -> types.CodeType:
+def _read_source(filename: str) -> bytes:
     with io.open_code(filename) as source:
-        return compile(source.read(), filename, "exec", dont_inherit=True)
+        return source.read()
+
+
+def _compile_script(filename: str) -> types.CodeType:
+    return compile(_read_source(filename), filename, "exec", dont_inherit=True)
 
 
 def _exec_as_main(code: types.CodeType, filename: str) -> None:

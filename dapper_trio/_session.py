@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import _frames, _tasks, _trio_internals
+from . import _frames, _tasks, _tracing, _trio_internals
 from ._engine import ANY_TASK, DebuggerQuit
 
 if TYPE_CHECKING:
@@ -148,6 +148,9 @@ class DebugSession:
         #: The thread running the program's trio loop, once known.
         self.trio_thread: int | None = None
         self._real_trio_run: Callable[..., Any] | None = None
+        # A breakpoint reached in a thread without a debugger gets this
+        # session's (breakpoints are shared by the session's debuggers).
+        _tracing.debugger_factory = self.debugger
 
     # -- identity ---------------------------------------------------------
 

@@ -158,9 +158,9 @@ class ScriptedDebugger(_engine.TaskAwareBdb):
                 self._follow(None)
                 self._set_stopinfo(None, None)
                 self.start_tracing(here)
-            elif start == "continue" and self.breaks:
+            elif start == "continue":
                 self.set_continue()
-                self.start_tracing(here)
+                self._arm(here)
             result = trio.run(async_fn, *args, instruments=list(instruments))
             return result  # noqa: RET504 - stepping after trio.run lands here
         finally:

@@ -1,0 +1,619 @@
+"""Breakpoints compiled into the code: no trace function while the program runs.
+
+Theory of operation
+===================
+
+The problem.  On Python 3.10/3.11 the only event source is ``sys.settrace``,
+and any global trace function costs a Python call per function call (4-5x on
+call-heavy code) even if it does nothing.  A breakpoint in a file the
+program never runs should cost nothing.
+
+Things that don't work.  Rewriting bytecode in place: 3.10, 3.11 and 3.12
+each changed the instruction set, the line table and the exception table
+formats.  ``f_trace`` on the frames that need it, without a global trace
+function: CPython ignores it then.
+
+The design.  Source-level instrumentation.  For a file with breakpoints, its
+source is parsed, a call ``HOOK(line)`` is inserted as a statement just
+before each statement starting on a breakpoint line (with that line's
+number, so tracebacks and line events are unchanged), and the module is
+recompiled.  ``HOOK`` is a string constant in the AST, replaced by the hook
+function object in the compiled code objects' constants (no name is added to
+the module).  Every code object of the recompiled module is matched with the
+running one by qualified name and first line, and:
+
+* every live function of the file gets the new code (``func.__code__``;
+  closures created later get it from their parent's constants);
+* modules imported later are instrumented by an import hook (a meta-path
+  finder whose loader compiles from source, and never writes the
+  instrumented bytecode to ``__pycache__``); the main script is compiled by
+  the launcher through ``compile_module``;
+* frames already running old code whose breakpoint lines changed (a
+  suspended coroutine, a loop in progress) get ``f_trace``; their thread then
+  runs a no-op global trace function (new frames untraced) for as long as
+  they live -- correctness first, the cost only while they exist.
+
+The hook calls the engine, which decides with bdb's rules (conditions
+compiled once) and stops like any other breakpoint.  While a step is in
+progress the trace function sees the line anyway and the hook does nothing.
+
+A breakpoint that cannot be compiled in -- a line that does not start a
+statement (a continuation line), code whose source is missing or has changed
+on disk since it was loaded, two code objects the matching cannot tell apart
+-- makes its file fall back to the engine's trace function, whose fast path
+skips other files: slower, never wrong.
+
+Known holes.  Code that holds on to an old code object (``func.__code__``
+saved elsewhere) keeps running it.  Frames of other threads running old code
+see a new breakpoint only once they call the function again.
+"""
+
+from __future__ import annotations
+
+import ast
+import gc
+import importlib.abc
+import importlib.machinery
+import linecache
+import sys
+import threading
+import types
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._engine import TaskAwareBdb
+
+_SENTINEL = "__dapper_trio_breakpoint_hook__"
+_ITER_SENTINEL = "__dapper_trio_breakpoint_iter_hook__"
+
+#: The engine's entry point for an instrumented breakpoint line, set by the
+#: session: called with (frame, line) in the thread that reached it.
+handler: Callable[[types.FrameType, int], None] | None = None
+
+
+def _breakpoint_hook(line: int) -> None:
+    # This is what instrumented code calls; keep it cheap.
+    target = handler
+    if target is not None:
+        target(sys._getframe(1), line)
+
+
+class _HookedIterator:
+    """Calls the hook before each step of a ``for`` loop on a breakpoint line."""
+
+    __slots__ = ("_frame", "_iterator", "_line")
+
+    def __init__(
+        self, frame: types.FrameType, line: int, iterable: Iterable[Any]
+    ) -> None:
+        self._frame = frame
+        self._line = line
+        self._iterator = iter(iterable)
+
+    def __iter__(self) -> _HookedIterator:
+        return self
+
+    def __next__(self) -> Any:
+        target = handler
+        if target is not None:
+            target(self._frame, self._line)
+        return next(self._iterator)
+
+
+def _breakpoint_iter_hook(line: int, iterable: Iterable[Any]) -> _HookedIterator:
+    return _HookedIterator(sys._getframe(1), line, iterable)
+
+
+Key = tuple[str, int]
+
+
+def _key(code: types.CodeType) -> Key:
+    return (getattr(code, "co_qualname", code.co_name), code.co_firstlineno)
+
+
+def _walk_code(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _walk_code(const)
+
+
+def _lines(code: types.CodeType) -> frozenset[int]:
+    return frozenset(line for _, _, line in code.co_lines() if line is not None)
+
+
+class _Unsupported(Exception):
+    """This file's breakpoints cannot be compiled in (the reason says why)."""
+
+
+def _first_line(statement: ast.stmt) -> int:
+    """The line a statement starts on, decorators included (co_firstlineno)."""
+    decorators = getattr(statement, "decorator_list", None)
+    if decorators:
+        return min(statement.lineno, *(int(node.lineno) for node in decorators))
+    return statement.lineno
+
+
+def _position(line: int, col: int) -> dict[str, Any]:
+    return {
+        "lineno": line,
+        "col_offset": col,
+        "end_lineno": line,
+        "end_col_offset": col,
+    }
+
+
+def _call(sentinel: str, line: int, col: int, *extra: ast.expr) -> ast.Call:
+    position = _position(line, col)
+    return ast.Call(
+        func=ast.Constant(value=sentinel, **position),
+        args=[ast.Constant(value=line, **position), *extra],
+        keywords=[],
+        **position,
+    )
+
+
+class _InsertHooks(ast.NodeTransformer):
+    """Insert ``HOOK(line)`` where each wanted line is reached.
+
+    * before a statement starting on a wanted line;
+    * for ``while`` on a wanted line, in its condition (``HOOK(line) or
+      cond``), which runs at every iteration as the line event does;
+    * for ``for`` on a wanted line, around its iterable, whose every
+      ``__next__`` calls the hook (a line event per iteration);
+    * for a function whose ``def`` (or first decorator) line is wanted, also
+      before the first statement of its body: a breakpoint set on a function
+      by name sits on that line and stops at the function's first line.
+    """
+
+    def __init__(self, lines: frozenset[int]) -> None:
+        self.lines = lines
+        self.placed: set[int] = set()
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        for field, value in ast.iter_fields(node):
+            if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+                setattr(node, field, self._body(value, node))
+            elif isinstance(value, list):
+                for item in value:
+                    if isinstance(item, ast.AST):
+                        self.visit(item)
+            elif isinstance(value, ast.AST):
+                self.visit(value)
+        return node
+
+    def _body(self, body: list[ast.stmt], owner: ast.AST) -> list[ast.stmt]:
+        new_body: list[ast.stmt] = []
+        entry = self._entry_hook(body, owner)
+        for index, statement in enumerate(body):
+            if index == entry:
+                assert isinstance(owner, ast.stmt)
+                line = _first_line(owner)
+                new_body.append(
+                    self._hook(statement.lineno, statement.col_offset, line)
+                )
+                self.placed.add(line)
+            line = _first_line(statement)
+            if line in self.lines:
+                self.placed.add(line)
+                if isinstance(statement, ast.While):
+                    statement.test = ast.BoolOp(
+                        op=ast.Or(),
+                        values=[
+                            _call(_SENTINEL, line, statement.col_offset),
+                            statement.test,
+                        ],
+                        **_position(line, statement.col_offset),
+                    )
+                elif isinstance(statement, ast.For):
+                    statement.iter = _call(
+                        _ITER_SENTINEL, line, statement.col_offset, statement.iter
+                    )
+                elif index != entry:
+                    new_body.append(self._hook(line, statement.col_offset, line))
+            new_body.append(self.visit(statement))
+        return new_body
+
+    def _entry_hook(self, body: list[ast.stmt], owner: ast.AST) -> int | None:
+        """Index of the body statement a function breakpoint hooks, if any."""
+        if not isinstance(owner, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return None
+        if _first_line(owner) not in self.lines:
+            return None
+        first = body[0]
+        if (
+            isinstance(first, ast.Expr)
+            and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)
+        ):
+            # A docstring is not executed (and must stay first).
+            return 1 if len(body) > 1 else None
+        return 0
+
+    @staticmethod
+    def _hook(at: int, col: int, line: int) -> ast.stmt:
+        call = _call(_SENTINEL, line, col)
+        call.lineno = call.end_lineno = at
+        for arg in call.args:
+            arg.lineno = arg.end_lineno = at
+        call.func.lineno = call.func.end_lineno = at
+        return ast.Expr(value=call, **_position(at, col))
+
+
+def _patch_hook(code: types.CodeType) -> types.CodeType:
+    """Replace the sentinel constant by the hook function, recursively."""
+    changed = False
+    consts: list[Any] = []
+    for const in code.co_consts:
+        if const == _SENTINEL and isinstance(const, str):
+            consts.append(_breakpoint_hook)
+            changed = True
+        elif const == _ITER_SENTINEL and isinstance(const, str):
+            consts.append(_breakpoint_iter_hook)
+            changed = True
+        elif isinstance(const, types.CodeType):
+            patched = _patch_hook(const)
+            changed = changed or patched is not const
+            consts.append(patched)
+        else:
+            consts.append(const)
+    return code.replace(co_consts=tuple(consts)) if changed else code
+
+
+def instrument_source(
+    source: str | bytes, filename: str, lines: Iterable[int]
+) -> types.CodeType:
+    """Compile *source* with ``HOOK(line)`` before each statement on *lines*.
+
+    Raises ``_Unsupported`` if a line does not start a statement.
+    """
+    wanted = frozenset(lines)
+    tree = ast.parse(source, filename)
+    inserter = _InsertHooks(wanted)
+    inserter.visit(tree)
+    missing = wanted - inserter.placed
+    if missing:
+        raise _Unsupported(
+            f"line(s) {sorted(missing)} of {filename} do not start a statement"
+        )
+    with warnings.catch_warnings():
+        # The hooks are string constants until _patch_hook: calling one is
+        # what this warning is about.  (The same warning in the program's
+        # own code is hidden too -- it still shows without breakpoints.)
+        warnings.filterwarnings("ignore", "'str' object is not callable", SyntaxWarning)
+        code = compile(tree, filename, "exec", dont_inherit=True)
+    return _patch_hook(code)
+
+
+class _Index:
+    """The code objects of one compiled module, by (qualname, first line)."""
+
+    def __init__(self, module_code: types.CodeType) -> None:
+        self.codes: dict[Key, types.CodeType] = {}
+        self.ambiguous: set[Key] = set()
+        for code in _walk_code(module_code):
+            key = _key(code)
+            if key in self.codes:
+                self.ambiguous.add(key)
+            self.codes[key] = code
+
+
+class _FileState:
+    """What is compiled into one file now."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.lines: frozenset[int] = frozenset()
+        self.pristine: _Index | None = None
+        self.current: _Index | None = None
+
+
+class CodeInstrumenter:
+    """Keeps every file's code in step with its breakpoints (see above)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, _FileState] = {}
+        self._fallback: dict[str, str] = {}  # file -> why it needs tracing
+        self._wanted: dict[str, frozenset[int]] = {}
+        self._lock = threading.RLock()
+        self._finder: _BreakpointFinder | None = None
+        self._canonic: Callable[[str], str] = lambda name: name
+
+    # -- what the tracer asks -------------------------------------------
+
+    def needs_trace_function(self) -> bool:
+        """True if some breakpoint could only be served by a trace function."""
+        return any(name in self._wanted for name in self._fallback)
+
+    def fallback_reasons(self) -> dict[str, str]:
+        """Files whose breakpoints are served by tracing, and why."""
+        return {
+            name: why for name, why in self._fallback.items() if name in self._wanted
+        }
+
+    def legacy_frames_alive(self, debugger: TaskAwareBdb) -> bool:
+        """Drop finished frames from the debugger's legacy set; any left?"""
+        legacy = debugger._legacy_frames
+        if not legacy:
+            return False
+        alive = _live_frames()
+        for frame in list(legacy):
+            if id(frame) not in alive:
+                legacy.discard(frame)
+        return bool(legacy)
+
+    # -- keeping code in step with breakpoints ------------------------------
+
+    def sync(self, debugger: TaskAwareBdb) -> None:
+        """Compile the debugger's breakpoints into the code that runs."""
+        with self._lock:
+            self._canonic = debugger.canonic
+            wanted = {
+                name: frozenset(lines)
+                for name, lines in debugger.breaks.items()
+                if lines
+            }
+            self._wanted = wanted
+            changed = [
+                name
+                for name in {*wanted, *self._files}
+                if wanted.get(name, frozenset()) != self._state(name).lines
+                and name not in self._fallback
+            ]
+            if not changed:
+                self._update_finder()
+                return
+            functions, generators = _functions_and_generators(
+                {self._state(name).filename for name in changed}, self._canonic
+            )
+            for name in changed:
+                self._retarget(
+                    debugger,
+                    self._state(name),
+                    wanted.get(name, frozenset()),
+                    functions.get(name, []),
+                    generators.get(name, []),
+                )
+            self._update_finder()
+
+    def compile_module(self, source: str | bytes, filename: str) -> types.CodeType:
+        """Compile a module about to be run, with its breakpoints compiled in."""
+        name = self._canonic(filename)
+        lines = self._wanted.get(name, frozenset())
+        if lines and name not in self._fallback:
+            try:
+                code = instrument_source(source, filename, lines)
+            except (_Unsupported, SyntaxError, ValueError) as exc:
+                # (A hook before ``from __future__`` is a SyntaxError.)
+                self._fallback[name] = str(exc)
+            else:
+                state = self._state(name)
+                state.lines = lines
+                state.current = _Index(code)
+                return code
+        return compile(source, filename, "exec", dont_inherit=True)
+
+    def _state(self, name: str) -> _FileState:
+        state = self._files.get(name)
+        if state is None:
+            state = self._files[name] = _FileState(name)
+        return state
+
+    def _retarget(
+        self,
+        debugger: TaskAwareBdb,
+        state: _FileState,
+        lines: frozenset[int],
+        functions: Sequence[types.FunctionType],
+        generators: Sequence[Any],
+    ) -> None:
+        source = "".join(linecache.getlines(state.filename))
+        if not source:
+            self._fallback[state.filename] = f"no source for {state.filename}"
+            return
+        try:
+            pristine = _Index(
+                compile(source, state.filename, "exec", dont_inherit=True)
+            )
+            new = (
+                _Index(instrument_source(source, state.filename, lines))
+                if lines
+                else pristine
+            )
+        except (_Unsupported, SyntaxError, ValueError) as exc:
+            self._fallback[state.filename] = str(exc)
+            return
+        old = state.current or pristine
+        # Every running code object must be one we installed, or compile the
+        # same from the source as it is now: otherwise the file changed on
+        # disk since it was loaded, and its line numbers would lie.
+        for function in functions:
+            code = function.__code__
+            key = _key(code)
+            if state.current is not None and state.current.codes.get(key) is code:
+                continue
+            fresh = pristine.codes.get(key)
+            if fresh is None or fresh.co_code != code.co_code:
+                self._fallback[state.filename] = (
+                    f"{state.filename} changed on disk since it was loaded"
+                )
+                return
+        swaps: list[tuple[types.FunctionType, types.CodeType]] = []
+        for function in functions:
+            key = _key(function.__code__)
+            if key in new.ambiguous or key in old.ambiguous:
+                if _lines(function.__code__) & (lines | state.lines):
+                    self._fallback[state.filename] = (
+                        f"two code objects of {state.filename} start at line {key[1]}"
+                    )
+                    return
+                continue
+            replacement = new.codes.get(key)
+            if replacement is None:
+                continue
+            if replacement.co_freevars != function.__code__.co_freevars:
+                self._fallback[state.filename] = (
+                    f"{key[0]} in {state.filename} cannot take new code"
+                )
+                return
+            if replacement is not function.__code__:
+                swaps.append((function, replacement))
+        for function, replacement in swaps:
+            function.__code__ = replacement
+        # Frames already running code that lacks a hook for one of its
+        # breakpoint lines (old code, or code from before this change) are
+        # traced instead, for as long as they live.
+        for frame in _frames_running(state.filename, generators, self._canonic):
+            code = frame.f_code
+            code_lines = _lines(code)
+            wanted_here = lines & code_lines
+            if not wanted_here:
+                continue
+            installed = state.current is not None and (
+                state.current.codes.get(_key(code)) is code
+            )
+            hooked = state.lines & code_lines if installed else frozenset()
+            if wanted_here - hooked:
+                frame.f_trace = debugger.trace_dispatch
+                debugger._legacy_frames.add(frame)
+        state.pristine = pristine
+        state.current = new
+        state.lines = lines
+
+    # -- modules imported later -----------------------------------------
+
+    def _update_finder(self) -> None:
+        needed = any(name not in self._fallback for name in self._wanted)
+        if needed and self._finder is None:
+            self._finder = _BreakpointFinder(self)
+            sys.meta_path.insert(0, self._finder)
+        elif not needed and self._finder is not None:
+            try:
+                sys.meta_path.remove(self._finder)
+            except ValueError:  # pragma: no cover - removed by someone else
+                pass
+            self._finder = None
+
+    def wants(self, filename: str) -> bool:
+        """True if *filename* has breakpoints to compile in when imported."""
+        name = self._canonic(filename)
+        return name in self._wanted and name not in self._fallback
+
+
+class _InstrumentingLoader(importlib.machinery.SourceFileLoader):
+    """Compiles from source with breakpoints in; never caches that bytecode."""
+
+    def __init__(
+        self, fullname: str, path: str, instrumenter: CodeInstrumenter
+    ) -> None:
+        super().__init__(fullname, path)
+        self._instrumenter = instrumenter
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        path = self.get_filename(fullname)
+        source = self.get_data(path)
+        return self._instrumenter.compile_module(source, path)
+
+
+class _BreakpointFinder(importlib.abc.MetaPathFinder):
+    def __init__(self, instrumenter: CodeInstrumenter) -> None:
+        self._instrumenter = instrumenter
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if (
+            spec is None
+            or spec.origin is None
+            or not spec.origin.endswith(".py")
+            or not isinstance(spec.loader, importlib.machinery.SourceFileLoader)
+            or not self._instrumenter.wants(spec.origin)
+        ):
+            return None
+        spec.loader = _InstrumentingLoader(fullname, spec.origin, self._instrumenter)
+        return spec
+
+
+def _functions_and_generators(
+    filenames: set[str], canonic: Callable[[str], str]
+) -> tuple[dict[str, list[types.FunctionType]], dict[str, list[Any]]]:
+    """Live functions and generator-like objects of these files, one heap walk."""
+    functions: dict[str, list[types.FunctionType]] = {}
+    generators: dict[str, list[Any]] = {}
+    cache: dict[str, str] = {}
+
+    def file_of(code: types.CodeType) -> str | None:
+        raw = code.co_filename
+        name = cache.get(raw)
+        if name is None:
+            name = cache[raw] = canonic(raw)
+        return name if name in filenames else None
+
+    for obj in gc.get_objects():
+        kind = type(obj)
+        if kind is types.FunctionType:
+            name = file_of(obj.__code__)
+            if name is not None:
+                functions.setdefault(name, []).append(obj)
+        elif kind in (
+            types.CoroutineType,
+            types.GeneratorType,
+            types.AsyncGeneratorType,
+        ):
+            frame = (
+                getattr(obj, "cr_frame", None)
+                or getattr(obj, "gi_frame", None)
+                or (getattr(obj, "ag_frame", None))
+            )
+            if frame is not None:
+                name = file_of(frame.f_code)
+                if name is not None:
+                    generators.setdefault(name, []).append(frame)
+    return functions, generators
+
+
+def _frames_running(
+    filename: str, generator_frames: Sequence[Any], canonic: Callable[[str], str]
+) -> Iterator[types.FrameType]:
+    """Frames of *filename* that are running or suspended right now."""
+    seen: set[int] = set()
+    for frame in generator_frames:
+        seen.add(id(frame))
+        yield frame
+    for top in sys._current_frames().values():
+        node: types.FrameType | None = top
+        while node is not None:
+            if id(node) not in seen and canonic(node.f_code.co_filename) == filename:
+                seen.add(id(node))
+                yield node
+            node = node.f_back
+
+
+def _live_frames() -> set[int]:
+    """ids of every frame on a thread's stack or held by a generator."""
+    alive: set[int] = set()
+    for top in sys._current_frames().values():
+        node: types.FrameType | None = top
+        while node is not None:
+            alive.add(id(node))
+            node = node.f_back
+    for obj in gc.get_objects():
+        if type(obj) in (
+            types.CoroutineType,
+            types.GeneratorType,
+            types.AsyncGeneratorType,
+        ):
+            frame = (
+                getattr(obj, "cr_frame", None)
+                or getattr(obj, "gi_frame", None)
+                or (getattr(obj, "ag_frame", None))
+            )
+            if frame is not None:
+                alive.add(id(frame))
+    return alive
