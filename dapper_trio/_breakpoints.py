@@ -18,7 +18,8 @@ from typing import Any
 _compiled: dict[str, types.CodeType | None] = {}
 
 
-def _condition_code(condition: str) -> types.CodeType | None:
+def condition_code(condition: str) -> types.CodeType | None:
+    """*condition* compiled (once per text); None if it does not compile."""
     try:
         return _compiled[condition]
     except KeyError:
@@ -50,7 +51,7 @@ def effective(
                 bp.ignore -= 1
                 continue
             return bp, True
-        code = _condition_code(bp.cond)
+        code = condition_code(bp.cond)
         try:
             value: Any = eval(
                 code if code is not None else bp.cond, frame.f_globals, frame.f_locals

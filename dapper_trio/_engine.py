@@ -413,6 +413,7 @@ class TaskAwareBdb(bdb.Bdb):
         self._raise_if_quitting()
 
     def _breakpoints_changed(self) -> None:
+        _tracing.forget_conditions()
         self.tracer.breakpoints_changed(self)
 
     def set_break(self, *args: Any, **kwargs: Any) -> Any:

@@ -72,6 +72,8 @@ TOOL_NAME = "dapper-trio"
 
 
 _get_ident = threading.get_ident
+_getframe = sys._getframe
+_hit = _tracing.hit
 
 
 class MonitoringUnavailable(Exception):
@@ -132,6 +134,9 @@ class MonitoringTracer:
         self._files: dict[str, frozenset[int]] = {}
         #: Code object -> the breakpoint lines it holds (LINE events on).
         self._codes: dict[types.CodeType, frozenset[int]] = {}
+        #: The same by id (the callbacks' lookups: hashing a code object
+        #: costs more than the rest of a LINE callback).
+        self._line_sets: dict[int, frozenset[int]] = {}
         #: Code objects starting on a breakpoint line (function breakpoints).
         self._function_codes: set[types.CodeType] = set()
         #: Code object -> local step events enabled on it.
@@ -159,6 +164,7 @@ class MonitoringTracer:
             for code in {*self._codes, *self._step_codes}:
                 monitoring.set_local_events(self.tool, code, 0)
             self._codes = {}
+            self._line_sets = {}
             self._step_codes = {}
             monitoring.set_events(self.tool, 0)
             self._global = 0
@@ -219,6 +225,7 @@ class MonitoringTracer:
             }
             old = self._codes
             self._codes = {}
+            self._line_sets = {}
             self._function_codes = set()
             for code in old:
                 self._consider(code)
@@ -253,6 +260,7 @@ class MonitoringTracer:
         if not held and not starts_on:
             return
         self._codes[code] = lines
+        self._line_sets[id(code)] = lines
         if starts_on:
             self._function_codes.add(code)
         monitoring.set_local_events(
@@ -362,10 +370,15 @@ class MonitoringTracer:
         debugger._monitoring_skip |= skip
 
     def _on_line(self, code: types.CodeType, line: int) -> Any:
-        debugger = self._steppers.get(_get_ident())
+        lines = self._line_sets.get(id(code))
+        if lines is not None and line in lines and not self._steppers:
+            # The hot path: a breakpoint line, nobody stepping.
+            _hit(_getframe(1), line)
+            return None
+        debugger = self._steppers.get(_get_ident()) if self._steppers else None
         if debugger is not None:
             frame = sys._getframe(1)
-            if code not in self._codes and _frames.is_hidden_frame(frame):
+            if id(code) not in self._line_sets and _frames.is_hidden_frame(frame):
                 self._disabled = True
                 return DISABLE  # a step never stops in trio's own code
             if frame in debugger._monitoring_skip:
@@ -374,7 +387,6 @@ class MonitoringTracer:
             if debugger._stopinfo_version != debugger._armed_version:
                 self._rearm(debugger, frame)
             return None
-        lines = self._codes.get(code)
         if lines is None:
             return self._disable()
         if line in lines:
@@ -388,7 +400,7 @@ class MonitoringTracer:
         return self._disable()
 
     def _on_start(self, code: types.CodeType, offset: int) -> Any:
-        if self._files and code not in self._codes:
+        if self._files and id(code) not in self._line_sets:
             with self._lock:
                 self._consider(code)
         debugger = self._steppers.get(_get_ident())

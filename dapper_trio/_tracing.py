@@ -50,6 +50,7 @@ instrumented code).
 
 from __future__ import annotations
 
+import bdb
 import os
 import sys
 import threading
@@ -57,7 +58,7 @@ import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from . import _frames, _instrument
+from . import _breakpoints, _frames, _instrument
 
 if TYPE_CHECKING:
     from ._engine import TaskAwareBdb
@@ -105,8 +106,56 @@ def debugger_of_this_thread() -> TaskAwareBdb | None:
     return debugger
 
 
+#: (id of code, line) -> the code object (keeping that id unique), the one
+#: conditional breakpoint there, its condition's text and compiled code; or
+#: None where the full rules must run.  Cleared whenever breakpoints are set
+#: or cleared (``forget_conditions``).
+_Lone = tuple[types.CodeType, bdb.Breakpoint, str, types.CodeType]
+_conditions: dict[tuple[int, int], _Lone | None] = {}
+
+
+def forget_conditions() -> None:
+    """Breakpoints changed: look conditions up again."""
+    _conditions.clear()
+
+
+def _lone_condition(debugger: TaskAwareBdb, frame: types.FrameType) -> _Lone | None:
+    key = (debugger.canonic(frame.f_code.co_filename), frame.f_lineno)
+    found = bdb.Breakpoint.bplist.get(key, ())
+    if len(found) != 1:
+        return None
+    bp = found[0]
+    if not bp.cond or bp.funcname or bp.temporary:
+        return None
+    compiled = _breakpoints.condition_code(bp.cond)
+    return None if compiled is None else (frame.f_code, bp, bp.cond, compiled)
+
+
 def hit(frame: types.FrameType, line: int) -> None:
-    """A breakpoint line was reached outside any trace function."""
+    """A breakpoint line was reached outside any trace function.
+
+    The common case of a conditional breakpoint on a hot line whose
+    condition is false is decided here, before the engine's full rules
+    (bdb's ``effective``), which then decide every other case.
+    """
+    key = (id(frame.f_code), frame.f_lineno)
+    try:
+        lone = _conditions[key]
+    except KeyError:
+        debugger = debugger_of_this_thread()
+        if debugger is None:
+            return
+        lone = _conditions[key] = _lone_condition(debugger, frame)
+    if lone is not None:
+        _, bp, text, compiled = lone
+        if bp.enabled and bp.cond is text and not bp.ignore:
+            try:
+                value = eval(compiled, frame.f_globals, frame.f_locals)
+            except Exception:
+                value = True  # bdb: a condition that raises stops
+            if not value:
+                bp.hits += 1
+                return
     debugger = debugger_of_this_thread()
     if debugger is not None:
         debugger.hit_breakpoint(frame)
