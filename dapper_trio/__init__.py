@@ -16,6 +16,13 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__ as __version__
 
 if TYPE_CHECKING:
+    from ._actors import Actor as Actor
+    from ._actors import ActorNursery as ActorNursery
+    from ._actors import Portal as Portal
+    from ._actors import ProcessDied as ProcessDied
+    from ._actors import RemoteError as RemoteError
+    from ._actors import current_actor as current_actor
+    from ._actors import open_actor_nursery as open_actor_nursery
     from ._api import breakpoint as breakpoint
     from ._api import post_mortem as post_mortem
     from ._api import run as run
@@ -57,6 +64,13 @@ if TYPE_CHECKING:
 
 #: public name -> the private module it lives in
 _EXPORTS: dict[str, str] = {
+    "Actor": "_actors",
+    "ActorNursery": "_actors",
+    "Portal": "_actors",
+    "ProcessDied": "_actors",
+    "RemoteError": "_actors",
+    "current_actor": "_actors",
+    "open_actor_nursery": "_actors",
     "breakpoint": "_api",
     "post_mortem": "_api",
     "run": "_api",
@@ -99,6 +113,8 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
+    "Actor",
+    "ActorNursery",
     "Address",
     "BackendLifecycleState",
     "Channel",
@@ -118,8 +134,11 @@ __all__ = [
     "LocalProtocolError",
     "OperationAborted",
     "Peer",
+    "Portal",
+    "ProcessDied",
     "ProtocolError",
     "RemoteCommandError",
+    "RemoteError",
     "RemoteProtocolError",
     "StateMachine",
     "Transition",
@@ -131,8 +150,10 @@ __all__ = [
     "__version__",
     "breakpoint",
     "connect",
+    "current_actor",
     "encode_frame",
     "new_token",
+    "open_actor_nursery",
     "open_listener",
     "post_mortem",
     "run",
