@@ -11,6 +11,9 @@ set that never stops it; the table gives its wall time divided by that of
 plain ``python workload.py``, measured in the same run (the first row).  The
 columns are the scenarios:
 
+0. the CPU workload for one round (a few milliseconds of work): what starting
+   and ending the program under the debugger costs, which every other column
+   pays once;
 1. the CPU workload (``workloads/calls.py``: Python method calls), with the
    breakpoint in a file it imports but never runs (``workloads/_never.py``);
 2. the trio workload (``workloads/channels.py``: tasks passing items through
@@ -30,7 +33,8 @@ The rows are the contenders, each run with the interpreter's throwaway venv:
   configurationDone, wait for ``terminated``);
 * dapper-trio's terminal front end, ``python -m dapper_trio run -c -b
   FILE:LINE[,COND]``; on 3.12 and later once per tracing backend
-  (``DAPPER_TRIO_TRACER=settrace`` and ``=monitoring``);
+  (``DAPPER_TRIO_TRACER=settrace`` and ``=monitoring``), and once with
+  ``--in-process`` (one process instead of a supervisor and a debuggee);
 * dapper-trio's DAP front end, ``python -m dapper_trio dap``, driven by the
   same client, where ``dap --help`` works; "not available" otherwise.
 
@@ -178,6 +182,8 @@ def scenarios(scale: float) -> list[Scenario]:
     never = Breakpoint(NEVER, line_of(NEVER, "# mark: breakpoint"))
     hot = Breakpoint(CALLS, line_of(CALLS, HOT_LINE), NEVER_TRUE)
     return [
+        # One round: start-up and exit only, what every other column pays once.
+        Scenario("start-up (1 round), cold-file bp", CALLS, 1, never),
         Scenario("CPU, cold-file bp", CALLS, max(1, round(2000 * scale)), never),
         Scenario("trio, cold-file bp", CHANNELS, max(10, round(40000 * scale)), never),
         # Fewer rounds: pdb and debugpy pay 20-40x here.
@@ -220,6 +226,8 @@ class Contender:
     before: tuple[int, int] = (4, 0)
     probe: tuple[str, ...] = ()
     needs_debugpy: bool = False
+    #: Extra options of ``dapper-trio run`` (front "run").
+    options: tuple[str, ...] = ()
 
     def shown_on(self, version: tuple[int, int]) -> bool:
         return self.since <= version < self.before
@@ -249,6 +257,7 @@ CONTENDERS = [
         env={TRACER_ENV: "monitoring"},
         since=(3, 12),
     ),
+    Contender("dapper-trio run -c --in-process", "run", options=("--in-process",)),
     Contender(
         "dapper-trio (DAP)",
         "dap",
@@ -284,7 +293,17 @@ def command(
         ]
     if contender.front == "run":
         spec_text = breakpoint_spec(spec, ",")
-        return [python, "-m", "dapper_trio", "run", "-c", "-b", spec_text, *args]
+        return [
+            python,
+            "-m",
+            "dapper_trio",
+            "run",
+            *contender.options,
+            "-c",
+            "-b",
+            spec_text,
+            *args,
+        ]
     raise ValueError(f"{contender.name} is not run on a terminal")
 
 

@@ -111,6 +111,10 @@ class TaskAwareBdb(bdb.Bdb):
     _trace_only: frozenset[str] | None = None
     #: Bumped at every change of the stop info (what the tracer must report).
     _stopinfo_version = 0
+    #: (frame, line) where dispatch_line last stopped, until the next line
+    #: event: the breakpoint hook compiled into that line then runs, and
+    #: must not stop a second time.
+    _stopped_at: tuple[types.FrameType, int] | None = None
     #: The stop info version the tracer was last armed for.
     _armed_version = -1
 
@@ -206,18 +210,21 @@ class TaskAwareBdb(bdb.Bdb):
     # -- dispatch ----------------------------------------------------------
 
     def dispatch_line(self, frame: types.FrameType) -> Any:
+        self._stopped_at = None
         if frame is self._unwinding:
             self._unwinding = None  # the exception was caught in this frame
         if _frames.is_hidden_frame(frame) and not self.break_anywhere(frame):
             return None
         if self.stop_here(frame):
             self.stop_reason = self._take_reason("step")
+            self._stopped_at = (frame, frame.f_lineno)
             self.user_line(frame)
             self._arm(frame)
             self._raise_if_quitting()
         elif self.break_here(frame):
             self._next_reason = None
             self.stop_reason = self._breakpoint_reason()
+            self._stopped_at = (frame, frame.f_lineno)
             self.user_line(frame)
             self._arm(frame)
             self._raise_if_quitting()
@@ -399,6 +406,13 @@ class TaskAwareBdb(bdb.Bdb):
             return
         if sys.gettrace() is not None and frame.f_trace == self.trace_dispatch:
             return  # this frame is traced: dispatch_line sees the line
+        stopped_at = self._stopped_at
+        if stopped_at is not None:
+            self._stopped_at = None
+            if stopped_at[0] is frame and stopped_at[1] == frame.f_lineno:
+                # The line event of this very line stopped already (a step
+                # landed here); its hook runs after the user went on.
+                return
         self._ensure_botframe(frame)
         if not self.break_here(frame):
             return

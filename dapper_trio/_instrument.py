@@ -51,6 +51,7 @@ see a new breakpoint only once they call the function again.
 from __future__ import annotations
 
 import ast
+import bdb
 import gc
 import importlib.abc
 import importlib.machinery
@@ -59,14 +60,20 @@ import sys
 import threading
 import types
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from . import _breakpoints
 
 if TYPE_CHECKING:
     from ._engine import TaskAwareBdb
 
 _SENTINEL = "__dapper_trio_breakpoint_hook__"
 _ITER_SENTINEL = "__dapper_trio_breakpoint_iter_hook__"
+_EXCEPTION_SENTINEL = "__dapper_trio_exception__"
+
+#: A file's conditional breakpoints compiled in: (line, condition text).
+Conditions = frozenset[tuple[int, str]]
 
 #: The engine's entry point for an instrumented breakpoint line, set by the
 #: session: called with (frame, line) in the thread that reached it.
@@ -168,8 +175,11 @@ class _InsertHooks(ast.NodeTransformer):
       by name sits on that line and stops at the function's first line.
     """
 
-    def __init__(self, lines: frozenset[int]) -> None:
+    def __init__(
+        self, lines: frozenset[int], conditions: Mapping[int, str] | None = None
+    ) -> None:
         self.lines = lines
+        self.conditions = conditions or {}
         self.placed: set[int] = set()
 
     def generic_visit(self, node: ast.AST) -> ast.AST:
@@ -211,6 +221,12 @@ class _InsertHooks(ast.NodeTransformer):
                     statement.iter = _call(
                         _ITER_SENTINEL, line, statement.col_offset, statement.iter
                     )
+                elif index != entry and line in self.conditions:
+                    new_body.append(
+                        self._conditional_hook(
+                            line, statement.col_offset, self.conditions[line]
+                        )
+                    )
                 elif index != entry:
                     new_body.append(self._hook(line, statement.col_offset, line))
             new_body.append(self.visit(statement))
@@ -231,6 +247,39 @@ class _InsertHooks(ast.NodeTransformer):
             # A docstring is not executed (and must stay first).
             return 1 if len(body) > 1 else None
         return 0
+
+    @classmethod
+    def _conditional_hook(cls, line: int, col: int, condition: str) -> ast.stmt:
+        """``try: if COND: HOOK(line)`` / ``except Exception: HOOK(line)``.
+
+        The condition runs as the program's own code (no eval, no
+        f_locals), so a false one costs what the expression costs; a
+        condition that raises stops, as with bdb.
+        """
+        test = ast.parse(condition.strip(), "<breakpoint condition>", mode="eval").body
+        for node in ast.walk(test):
+            if hasattr(node, "lineno"):
+                for name, value in _position(line, col).items():
+                    setattr(node, name, value)
+        position = _position(line, col)
+        return ast.Try(
+            body=[
+                ast.If(
+                    test=test, body=[cls._hook(line, col, line)], orelse=[], **position
+                )
+            ],
+            handlers=[
+                ast.ExceptHandler(
+                    type=ast.Constant(value=_EXCEPTION_SENTINEL, **position),
+                    name=None,
+                    body=[cls._hook(line, col, line)],
+                    **position,
+                )
+            ],
+            orelse=[],
+            finalbody=[],
+            **position,
+        )
 
     @staticmethod
     def _hook(at: int, col: int, line: int) -> ast.stmt:
@@ -253,6 +302,9 @@ def _patch_hook(code: types.CodeType) -> types.CodeType:
         elif const == _ITER_SENTINEL and isinstance(const, str):
             consts.append(_breakpoint_iter_hook)
             changed = True
+        elif const == _EXCEPTION_SENTINEL and isinstance(const, str):
+            consts.append(Exception)
+            changed = True
         elif isinstance(const, types.CodeType):
             patched = _patch_hook(const)
             changed = changed or patched is not const
@@ -263,15 +315,20 @@ def _patch_hook(code: types.CodeType) -> types.CodeType:
 
 
 def instrument_source(
-    source: str | bytes, filename: str, lines: Iterable[int]
+    source: str | bytes,
+    filename: str,
+    lines: Iterable[int],
+    conditions: Iterable[tuple[int, str]] = (),
 ) -> types.CodeType:
     """Compile *source* with ``HOOK(line)`` before each statement on *lines*.
 
-    Raises ``_Unsupported`` if a line does not start a statement.
+    A line with a condition gets the condition compiled in front of its
+    hook.  Raises ``_Unsupported`` if a line does not start a statement,
+    SyntaxError if a condition is not an expression.
     """
     wanted = frozenset(lines)
     tree = ast.parse(source, filename)
-    inserter = _InsertHooks(wanted)
+    inserter = _InsertHooks(wanted, dict(conditions))
     inserter.visit(tree)
     missing = wanted - inserter.placed
     if missing:
@@ -306,6 +363,7 @@ class _FileState:
     def __init__(self, filename: str) -> None:
         self.filename = filename
         self.lines: frozenset[int] = frozenset()
+        self.conditions: Conditions = frozenset()
         self.pristine: _Index | None = None
         self.current: _Index | None = None
 
@@ -317,6 +375,7 @@ class CodeInstrumenter:
         self._files: dict[str, _FileState] = {}
         self._fallback: dict[str, str] = {}  # file -> why it needs tracing
         self._wanted: dict[str, frozenset[int]] = {}
+        self._wanted_conditions: dict[str, Conditions] = {}
         self._lock = threading.RLock()
         self._finder: _BreakpointFinder | None = None
         self._canonic: Callable[[str], str] = lambda name: name
@@ -346,20 +405,33 @@ class CodeInstrumenter:
 
     # -- keeping code in step with breakpoints ------------------------------
 
-    def sync(self, debugger: TaskAwareBdb) -> None:
-        """Compile the debugger's breakpoints into the code that runs."""
+    def sync(
+        self,
+        debugger: TaskAwareBdb,
+        breaks: Mapping[str, Iterable[int]] | None = None,
+    ) -> None:
+        """Compile the debugger's breakpoints (or only *breaks*: file ->
+        lines) into the code that runs."""
         with self._lock:
             self._canonic = debugger.canonic
             wanted = {
                 name: frozenset(lines)
-                for name, lines in debugger.breaks.items()
+                for name, lines in (
+                    debugger.breaks if breaks is None else breaks
+                ).items()
                 if lines
             }
             self._wanted = wanted
+            conditions = self._wanted_conditions = {
+                name: lone_conditions(name, lines) for name, lines in wanted.items()
+            }
             changed = [
                 name
                 for name in {*wanted, *self._files}
-                if wanted.get(name, frozenset()) != self._state(name).lines
+                if (
+                    wanted.get(name, frozenset()) != self._state(name).lines
+                    or conditions.get(name, frozenset()) != self._state(name).conditions
+                )
                 and name not in self._fallback
             ]
             if not changed:
@@ -373,6 +445,7 @@ class CodeInstrumenter:
                     debugger,
                     self._state(name),
                     wanted.get(name, frozenset()),
+                    conditions.get(name, frozenset()),
                     functions.get(name, []),
                     generators.get(name, []),
                 )
@@ -382,15 +455,17 @@ class CodeInstrumenter:
         """Compile a module about to be run, with its breakpoints compiled in."""
         name = self._canonic(filename)
         lines = self._wanted.get(name, frozenset())
+        conditions = self._wanted_conditions.get(name, frozenset())
         if lines and name not in self._fallback:
             try:
-                code = instrument_source(source, filename, lines)
+                code = instrument_source(source, filename, lines, conditions)
             except (_Unsupported, SyntaxError, ValueError) as exc:
                 # (A hook before ``from __future__`` is a SyntaxError.)
                 self._fallback[name] = str(exc)
             else:
                 state = self._state(name)
                 state.lines = lines
+                state.conditions = conditions
                 state.current = _Index(code)
                 return code
         return compile(source, filename, "exec", dont_inherit=True)
@@ -406,6 +481,7 @@ class CodeInstrumenter:
         debugger: TaskAwareBdb,
         state: _FileState,
         lines: frozenset[int],
+        conditions: Conditions,
         functions: Sequence[types.FunctionType],
         generators: Sequence[Any],
     ) -> None:
@@ -418,7 +494,7 @@ class CodeInstrumenter:
                 compile(source, state.filename, "exec", dont_inherit=True)
             )
             new = (
-                _Index(instrument_source(source, state.filename, lines))
+                _Index(instrument_source(source, state.filename, lines, conditions))
                 if lines
                 else pristine
             )
@@ -475,12 +551,15 @@ class CodeInstrumenter:
                 state.current.codes.get(_key(code)) is code
             )
             hooked = state.lines & code_lines if installed else frozenset()
+            # A hook whose compiled-in condition changed is no hook.
+            hooked -= {line for line, _ in state.conditions ^ conditions}
             if wanted_here - hooked:
                 frame.f_trace = debugger.trace_dispatch
                 debugger._legacy_frames.add(frame)
         state.pristine = pristine
         state.current = new
         state.lines = lines
+        state.conditions = conditions
 
     # -- modules imported later -----------------------------------------
 
@@ -500,6 +579,24 @@ class CodeInstrumenter:
         """True if *filename* has breakpoints to compile in when imported."""
         name = self._canonic(filename)
         return name in self._wanted and name not in self._fallback
+
+
+def lone_conditions(name: str, lines: Iterable[int]) -> Conditions:
+    """The lines of *name* whose one breakpoint is a plain conditional one."""
+    found: list[tuple[int, str]] = []
+    for line in lines:
+        breakpoints = bdb.Breakpoint.bplist.get((name, line), ())
+        if len(breakpoints) != 1:
+            continue
+        bp = breakpoints[0]
+        if (
+            bp.cond
+            and not bp.funcname
+            and not bp.temporary
+            and _breakpoints.condition_code(bp.cond) is not None
+        ):
+            found.append((line, bp.cond))
+    return frozenset(found)
 
 
 class _InstrumentingLoader(importlib.machinery.SourceFileLoader):

@@ -61,7 +61,7 @@ import types
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _frames, _tracing
+from . import _frames, _instrument, _tracing
 
 if TYPE_CHECKING:
     from ._engine import TaskAwareBdb
@@ -142,6 +142,11 @@ class MonitoringTracer:
         #: Code object -> local step events enabled on it.
         self._step_codes: dict[types.CodeType, int] = {}
         self._global = 0
+        #: Conditions compiled into the code (see _breakpoints_changed).
+        self._instrumenter = _instrument.CodeInstrumenter()
+        self._signature: frozenset[tuple[str, _instrument.Conditions]] = frozenset()
+        self._full: dict[str, frozenset[int]] = {}
+        self._legacy_codes: set[types.CodeType] = set()
         self._disabled = False  # something returned DISABLE since the last restart
         self._canonic: Callable[[str], str] = lambda name: name
         self._file_of: dict[str, str] = {}
@@ -208,6 +213,9 @@ class MonitoringTracer:
     def run(self, debugger: TaskAwareBdb) -> None:
         _tracing.register(debugger)
         with self._lock:
+            if self._compiled_signature(debugger) != self._signature:
+                # A condition changed at the prompt (pdb's ``condition``).
+                self._breakpoints_changed(debugger)
             if self._steppers.pop(_get_ident(), None) is not None:
                 self._apply()
 
@@ -216,31 +224,65 @@ class MonitoringTracer:
 
     def breakpoints_changed(self, debugger: TaskAwareBdb) -> None:
         with self._lock:
-            self._canonic = debugger.canonic
-            self._file_of.clear()
-            self._files = {
-                name: frozenset(lines)
-                for name, lines in debugger.breaks.items()
-                if lines
-            }
-            old = self._codes
-            self._codes = {}
-            self._line_sets = {}
-            self._function_codes = set()
-            for code in old:
-                self._consider(code)
-            for code in self._live_codes():
-                self._consider(code)
-            for code in old:
-                if code not in self._codes:
-                    monitoring.set_local_events(
-                        self.tool, code, self._step_codes.get(code, 0)
-                    )
-            self._apply(restart=True)
+            self._breakpoints_changed(debugger)
+
+    def _compiled_signature(
+        self, debugger: TaskAwareBdb
+    ) -> frozenset[tuple[str, _instrument.Conditions]]:
+        """What is (to be) compiled in: each file's plain conditional lines."""
+        return frozenset(
+            (name, _instrument.lone_conditions(name, lines))
+            for name, lines in debugger.breaks.items()
+            if lines
+        )
+
+    def _breakpoints_changed(self, debugger: TaskAwareBdb) -> None:
+        self._canonic = debugger.canonic
+        self._file_of.clear()
+        full = {
+            name: frozenset(lines) for name, lines in debugger.breaks.items() if lines
+        }
+        # Plain conditional breakpoints are compiled into the code, as
+        # with the settrace backend: a false condition then costs what
+        # the expression costs, not a LINE callback and an eval().
+        self._signature = self._compiled_signature(debugger)
+        compiled = {
+            name: frozenset(line for line, _ in conditions)
+            for name, conditions in self._signature
+            if conditions
+        }
+        self._instrumenter.sync(debugger, breaks=compiled)
+        fallback = self._instrumenter.fallback_reasons()
+        self._instrumenter.legacy_frames_alive(debugger)
+        # Frames already running code from before a condition was
+        # compiled in are served by LINE events on that old code.
+        self._legacy_codes = {frame.f_code for frame in debugger._legacy_frames}
+        self._full = full
+        self._files = {}
+        for name, lines in full.items():
+            left = lines if name in fallback else lines - compiled.get(name, set())
+            if left:
+                self._files[name] = left
+        old = self._codes
+        self._codes = {}
+        self._line_sets = {}
+        self._function_codes = set()
+        for code in old:
+            self._consider(code)
+        for code in self._legacy_codes:
+            self._consider(code)
+        for code in self._live_codes():
+            self._consider(code)
+        for code in old:
+            if code not in self._codes:
+                monitoring.set_local_events(
+                    self.tool, code, self._step_codes.get(code, 0)
+                )
+        self._apply(restart=True)
 
     def compile_module(self, source: str | bytes, filename: str) -> types.CodeType:
-        # Nothing to compile in: PY_START finds the module's code objects.
-        return compile(source, filename, "exec", dont_inherit=True)
+        # Conditions compiled in; PY_START finds the module's code objects.
+        return self._instrumenter.compile_module(source, filename)
 
     # -- keeping events in step --------------------------------------------------
 
@@ -252,7 +294,11 @@ class MonitoringTracer:
 
     def _consider(self, code: types.CodeType) -> None:
         """Switch LINE events on for *code* if it holds a breakpoint line."""
-        lines = self._files.get(self._canonical(code.co_filename))
+        name = self._canonical(code.co_filename)
+        if code in self._legacy_codes:
+            lines = self._full.get(name)
+        else:
+            lines = self._files.get(name)
         if not lines or code in self._codes:
             return
         starts_on = code.co_firstlineno in lines
