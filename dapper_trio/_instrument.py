@@ -55,11 +55,13 @@ import bdb
 import gc
 import importlib.abc
 import importlib.machinery
+import itertools
 import linecache
 import sys
 import threading
 import types
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +72,9 @@ if TYPE_CHECKING:
 
 _SENTINEL = "__dapper_trio_breakpoint_hook__"
 _ITER_SENTINEL = "__dapper_trio_breakpoint_iter_hook__"
+_AITER_SENTINEL = "__dapper_trio_breakpoint_aiter_hook__"
+_COUNT_SENTINEL = "__dapper_trio_count_{}__"
+_REVISITS_DECORATOR_LINE = sys.version_info >= (3, 11)
 _EXCEPTION_SENTINEL = "__dapper_trio_exception__"
 
 #: A file's conditional breakpoints compiled in: (line, condition text).
@@ -88,29 +93,80 @@ def _breakpoint_hook(line: int) -> None:
 
 
 class _HookedIterator:
-    """Calls the hook before each step of a ``for`` loop on a breakpoint line."""
+    """Calls the hook before each step of a ``for`` loop on a breakpoint line
+    but the first (a hook before the loop serves that one, before the
+    iterable is evaluated, where pdb's first line event is)."""
 
-    __slots__ = ("_frame", "_iterator", "_line")
+    __slots__ = ("_first", "_frame", "_iterator", "_line")
 
-    def __init__(
-        self, frame: types.FrameType, line: int, iterable: Iterable[Any]
-    ) -> None:
+    def __init__(self, frame: types.FrameType, line: int, iterator: Any) -> None:
         self._frame = frame
         self._line = line
-        self._iterator = iter(iterable)
+        self._iterator = iterator
+        self._first = True
+
+    def _hook(self) -> None:
+        if self._first:
+            self._first = False
+            return
+        target = handler
+        if target is not None:
+            target(self._frame, self._line)
 
     def __iter__(self) -> _HookedIterator:
         return self
 
     def __next__(self) -> Any:
-        target = handler
-        if target is not None:
-            target(self._frame, self._line)
+        self._hook()
         return next(self._iterator)
+
+    def __aiter__(self) -> _HookedIterator:
+        return self
+
+    def __anext__(self) -> Any:
+        # Not a coroutine: the hook runs now, in the loop's frame, and the
+        # loop awaits the real iterator's awaitable.
+        self._hook()
+        return self._iterator.__anext__()
 
 
 def _breakpoint_iter_hook(line: int, iterable: Iterable[Any]) -> _HookedIterator:
-    return _HookedIterator(sys._getframe(1), line, iterable)
+    return _HookedIterator(sys._getframe(1), line, iter(iterable))
+
+
+def _breakpoint_aiter_hook(line: int, iterable: Any) -> _HookedIterator:
+    return _HookedIterator(sys._getframe(1), line, type(iterable).__aiter__(iterable))
+
+
+class _CountedBreakpoint(bdb.Breakpoint):
+    """A breakpoint whose condition is compiled into the code: the passes
+    where it was false are counted there (``itertools.count``, no Python
+    call) and added to ``hits``, as bdb counts every pass."""
+
+    _counters: list[itertools.count[int]]
+
+    @property
+    def hits(self) -> int:
+        return int(self.__dict__["hits"]) + sum(
+            int(repr(counter)[6:-1]) for counter in self._counters
+        )
+
+    @hits.setter
+    def hits(self, value: int) -> None:
+        self.__dict__["hits"] = value - (self.hits - int(self.__dict__["hits"]))
+
+
+def _count_false_passes(name: str, line: int) -> Callable[[], object]:
+    """A C-level callable counting the false passes of *name*:*line*'s
+    compiled-in condition into its breakpoint's hits."""
+    counter = itertools.count()
+    for bp in bdb.Breakpoint.bplist.get((name, line), ()):
+        if type(bp) is bdb.Breakpoint:
+            bp.__class__ = _CountedBreakpoint
+            bp.__dict__["_counters"] = []
+        if isinstance(bp, _CountedBreakpoint):
+            bp._counters.append(counter)
+    return counter.__next__
 
 
 Key = tuple[str, int]
@@ -133,6 +189,13 @@ def _lines(code: types.CodeType) -> frozenset[int]:
 
 class _Unsupported(Exception):
     """This file's breakpoints cannot be compiled in (the reason says why)."""
+
+
+def _no_code(statement: ast.stmt) -> bool:
+    """True for a statement that compiles to nothing in a function body."""
+    return isinstance(statement, (ast.Global, ast.Nonlocal)) or (
+        isinstance(statement, ast.AnnAssign) and statement.value is None
+    )
 
 
 def _first_line(statement: ast.stmt) -> int:
@@ -198,14 +261,21 @@ class _InsertHooks(ast.NodeTransformer):
         new_body: list[ast.stmt] = []
         entry = self._entry_hook(body, owner)
         for index, statement in enumerate(body):
+            line = _first_line(statement)
             if index == entry:
                 assert isinstance(owner, ast.stmt)
-                line = _first_line(owner)
-                new_body.append(
-                    self._hook(statement.lineno, statement.col_offset, line)
-                )
-                self.placed.add(line)
-            line = _first_line(statement)
+                owner_line = _first_line(owner)
+                new_body.append(self._hook(line, statement.col_offset, owner_line))
+                self.placed.add(owner_line)
+                if _REVISITS_DECORATOR_LINE and getattr(
+                    statement, "decorator_list", None
+                ):
+                    # See below: the first line runs twice.
+                    new_body.append(self.visit(statement))
+                    new_body.append(self._hook(line, statement.col_offset, owner_line))
+                    if line in self.lines:
+                        self.placed.add(line)
+                    continue
             if line in self.lines:
                 self.placed.add(line)
                 if isinstance(statement, ast.While):
@@ -217,10 +287,29 @@ class _InsertHooks(ast.NodeTransformer):
                         ],
                         **_position(line, statement.col_offset),
                     )
-                elif isinstance(statement, ast.For):
+                elif isinstance(statement, (ast.For, ast.AsyncFor)):
+                    if index != entry:
+                        new_body.append(self._hook(line, statement.col_offset, line))
                     statement.iter = _call(
-                        _ITER_SENTINEL, line, statement.col_offset, statement.iter
+                        _ITER_SENTINEL
+                        if isinstance(statement, ast.For)
+                        else _AITER_SENTINEL,
+                        line,
+                        statement.col_offset,
+                        statement.iter,
                     )
+                elif (
+                    index != entry
+                    and _REVISITS_DECORATOR_LINE
+                    and getattr(statement, "decorator_list", None)
+                ):
+                    # 3.11+ reports the first decorator's line again when it
+                    # applies the decorators, after the def line: pdb stops
+                    # there twice.
+                    new_body.append(self._hook(line, statement.col_offset, line))
+                    new_body.append(self.visit(statement))
+                    new_body.append(self._hook(line, statement.col_offset, line))
+                    continue
                 elif index != entry and line in self.conditions:
                     new_body.append(
                         self._conditional_hook(
@@ -238,15 +327,18 @@ class _InsertHooks(ast.NodeTransformer):
             return None
         if _first_line(owner) not in self.lines:
             return None
+        index = 0
         first = body[0]
         if (
             isinstance(first, ast.Expr)
             and isinstance(first.value, ast.Constant)
             and isinstance(first.value.value, str)
         ):
-            # A docstring is not executed (and must stay first).
-            return 1 if len(body) > 1 else None
-        return 0
+            index = 1  # a docstring is not executed (and must stay first)
+        # Neither are declarations: the first line event is further down.
+        while index < len(body) and _no_code(body[index]):
+            index += 1
+        return index if index < len(body) else None
 
     @classmethod
     def _conditional_hook(cls, line: int, col: int, condition: str) -> ast.stmt:
@@ -262,10 +354,22 @@ class _InsertHooks(ast.NodeTransformer):
                 for name, value in _position(line, col).items():
                     setattr(node, name, value)
         position = _position(line, col)
+        count = ast.Expr(
+            value=ast.Call(
+                func=ast.Constant(value=_COUNT_SENTINEL.format(line), **position),
+                args=[],
+                keywords=[],
+                **position,
+            ),
+            **position,
+        )
         return ast.Try(
             body=[
                 ast.If(
-                    test=test, body=[cls._hook(line, col, line)], orelse=[], **position
+                    test=test,
+                    body=[cls._hook(line, col, line)],
+                    orelse=[count],
+                    **position,
                 )
             ],
             handlers=[
@@ -291,8 +395,11 @@ class _InsertHooks(ast.NodeTransformer):
         return ast.Expr(value=call, **_position(at, col))
 
 
-def _patch_hook(code: types.CodeType) -> types.CodeType:
-    """Replace the sentinel constant by the hook function, recursively."""
+def _patch_hook(
+    code: types.CodeType, extra: Mapping[str, object] | None = None
+) -> types.CodeType:
+    """Replace the sentinel constants by what they stand for, recursively."""
+    extra = extra or {}
     changed = False
     consts: list[Any] = []
     for const in code.co_consts:
@@ -302,11 +409,17 @@ def _patch_hook(code: types.CodeType) -> types.CodeType:
         elif const == _ITER_SENTINEL and isinstance(const, str):
             consts.append(_breakpoint_iter_hook)
             changed = True
+        elif const == _AITER_SENTINEL and isinstance(const, str):
+            consts.append(_breakpoint_aiter_hook)
+            changed = True
         elif const == _EXCEPTION_SENTINEL and isinstance(const, str):
             consts.append(Exception)
             changed = True
+        elif isinstance(const, str) and const in extra:
+            consts.append(extra[const])
+            changed = True
         elif isinstance(const, types.CodeType):
-            patched = _patch_hook(const)
+            patched = _patch_hook(const, extra)
             changed = changed or patched is not const
             consts.append(patched)
         else:
@@ -319,6 +432,8 @@ def instrument_source(
     filename: str,
     lines: Iterable[int],
     conditions: Iterable[tuple[int, str]] = (),
+    *,
+    name: str | None = None,
 ) -> types.CodeType:
     """Compile *source* with ``HOOK(line)`` before each statement on *lines*.
 
@@ -327,8 +442,9 @@ def instrument_source(
     SyntaxError if a condition is not an expression.
     """
     wanted = frozenset(lines)
+    by_line = dict(conditions)
     tree = ast.parse(source, filename)
-    inserter = _InsertHooks(wanted, dict(conditions))
+    inserter = _InsertHooks(wanted, by_line)
     inserter.visit(tree)
     missing = wanted - inserter.placed
     if missing:
@@ -341,7 +457,11 @@ def instrument_source(
         # own code is hidden too -- it still shows without breakpoints.)
         warnings.filterwarnings("ignore", "'str' object is not callable", SyntaxWarning)
         code = compile(tree, filename, "exec", dont_inherit=True)
-    return _patch_hook(code)
+    counters = {
+        _COUNT_SENTINEL.format(line): _count_false_passes(name or filename, line)
+        for line in by_line
+    }
+    return _patch_hook(code, counters)
 
 
 class _Index:
@@ -379,6 +499,9 @@ class CodeInstrumenter:
         self._lock = threading.RLock()
         self._finder: _BreakpointFinder | None = None
         self._canonic: Callable[[str], str] = lambda name: name
+        #: id of a legacy frame -> a weak reference to its coroutine or
+        #: generator (None: a plain function's frame).
+        self._owners: dict[int, weakref.ref[Any] | None] = {}
 
     # -- what the tracer asks -------------------------------------------
 
@@ -393,14 +516,28 @@ class CodeInstrumenter:
         }
 
     def legacy_frames_alive(self, debugger: TaskAwareBdb) -> bool:
-        """Drop finished frames from the debugger's legacy set; any left?"""
+        """Drop finished frames from the debugger's legacy set; any left?
+
+        Cheap enough to call often: a coroutine's or generator's frame is
+        alive while its owner is and still holds it; a plain function's
+        while it is on some thread's stack.
+        """
         legacy = debugger._legacy_frames
         if not legacy:
             return False
-        alive = _live_frames()
+        on_stacks: set[int] | None = None
         for frame in list(legacy):
-            if id(frame) not in alive:
+            ref = self._owners.get(id(frame))
+            if ref is not None:
+                owner = ref()
+                alive = owner is not None and _frame_of(owner) is frame
+            else:
+                if on_stacks is None:
+                    on_stacks = _stack_frames()
+                alive = id(frame) in on_stacks
+            if not alive:
                 legacy.discard(frame)
+                self._owners.pop(id(frame), None)
         return bool(legacy)
 
     # -- keeping code in step with breakpoints ------------------------------
@@ -458,7 +595,7 @@ class CodeInstrumenter:
         conditions = self._wanted_conditions.get(name, frozenset())
         if lines and name not in self._fallback:
             try:
-                code = instrument_source(source, filename, lines, conditions)
+                code = instrument_source(source, filename, lines, conditions, name=name)
             except (_Unsupported, SyntaxError, ValueError) as exc:
                 # (A hook before ``from __future__`` is a SyntaxError.)
                 self._fallback[name] = str(exc)
@@ -485,22 +622,54 @@ class CodeInstrumenter:
         functions: Sequence[types.FunctionType],
         generators: Sequence[Any],
     ) -> None:
+        reason = self._install(
+            debugger, state, lines, conditions, functions, generators
+        )
+        if reason is not None:
+            # Served by the trace function from now on: new calls through
+            # its fast path, frames running now through f_trace.
+            self._fallback[state.filename] = reason
+            for frame, owner in _frames_running(
+                state.filename, generators, self._canonic
+            ):
+                if lines & _lines(frame.f_code):
+                    self._trace_legacy(debugger, frame, owner)
+
+    def _trace_legacy(
+        self, debugger: TaskAwareBdb, frame: types.FrameType, owner: Any
+    ) -> None:
+        frame.f_trace = debugger.trace_dispatch
+        debugger._legacy_frames.add(frame)
+        self._owners[id(frame)] = None if owner is None else weakref.ref(owner)
+
+    def _install(
+        self,
+        debugger: TaskAwareBdb,
+        state: _FileState,
+        lines: frozenset[int],
+        conditions: Conditions,
+        functions: Sequence[types.FunctionType],
+        generators: Sequence[Any],
+    ) -> str | None:
+        """Compile *lines* into the file's code; the reason if it cannot."""
         source = "".join(linecache.getlines(state.filename))
         if not source:
-            self._fallback[state.filename] = f"no source for {state.filename}"
-            return
+            return f"no source for {state.filename}"
         try:
             pristine = _Index(
                 compile(source, state.filename, "exec", dont_inherit=True)
             )
             new = (
-                _Index(instrument_source(source, state.filename, lines, conditions))
+                _Index(
+                    instrument_source(
+                        source, state.filename, lines, conditions, name=state.filename
+                    )
+                )
                 if lines
                 else pristine
             )
         except (_Unsupported, SyntaxError, ValueError) as exc:
-            self._fallback[state.filename] = str(exc)
-            return
+            return str(exc)
         old = state.current or pristine
         # Every running code object must be one we installed, or compile the
         # same from the source as it is now: otherwise the file changed on
@@ -512,28 +681,21 @@ class CodeInstrumenter:
                 continue
             fresh = pristine.codes.get(key)
             if fresh is None or fresh.co_code != code.co_code:
-                self._fallback[state.filename] = (
-                    f"{state.filename} changed on disk since it was loaded"
-                )
-                return
+                return f"{state.filename} changed on disk since it was loaded"
         swaps: list[tuple[types.FunctionType, types.CodeType]] = []
         for function in functions:
             key = _key(function.__code__)
             if key in new.ambiguous or key in old.ambiguous:
                 if _lines(function.__code__) & (lines | state.lines):
-                    self._fallback[state.filename] = (
+                    return (
                         f"two code objects of {state.filename} start at line {key[1]}"
                     )
-                    return
                 continue
             replacement = new.codes.get(key)
             if replacement is None:
                 continue
             if replacement.co_freevars != function.__code__.co_freevars:
-                self._fallback[state.filename] = (
-                    f"{key[0]} in {state.filename} cannot take new code"
-                )
-                return
+                return f"{key[0]} in {state.filename} cannot take new code"
             if replacement is not function.__code__:
                 swaps.append((function, replacement))
         for function, replacement in swaps:
@@ -541,7 +703,7 @@ class CodeInstrumenter:
         # Frames already running code that lacks a hook for one of its
         # breakpoint lines (old code, or code from before this change) are
         # traced instead, for as long as they live.
-        for frame in _frames_running(state.filename, generators, self._canonic):
+        for frame, owner in _frames_running(state.filename, generators, self._canonic):
             code = frame.f_code
             code_lines = _lines(code)
             wanted_here = lines & code_lines
@@ -554,12 +716,12 @@ class CodeInstrumenter:
             # A hook whose compiled-in condition changed is no hook.
             hooked -= {line for line, _ in state.conditions ^ conditions}
             if wanted_here - hooked:
-                frame.f_trace = debugger.trace_dispatch
-                debugger._legacy_frames.add(frame)
+                self._trace_legacy(debugger, frame, owner)
         state.pristine = pristine
         state.current = new
         state.lines = lines
         state.conditions = conditions
+        return None
 
     # -- modules imported later -----------------------------------------
 
@@ -671,46 +833,43 @@ def _functions_and_generators(
             if frame is not None:
                 name = file_of(frame.f_code)
                 if name is not None:
-                    generators.setdefault(name, []).append(frame)
+                    generators.setdefault(name, []).append((frame, obj))
     return functions, generators
 
 
 def _frames_running(
-    filename: str, generator_frames: Sequence[Any], canonic: Callable[[str], str]
-) -> Iterator[types.FrameType]:
-    """Frames of *filename* that are running or suspended right now."""
+    filename: str, generators: Sequence[Any], canonic: Callable[[str], str]
+) -> Iterator[tuple[types.FrameType, Any]]:
+    """Frames of *filename* running or suspended now, each with the
+    generator or coroutine that owns it (None for a plain function's)."""
     seen: set[int] = set()
-    for frame in generator_frames:
+    for frame, owner in generators:
         seen.add(id(frame))
-        yield frame
+        yield frame, owner
     for top in sys._current_frames().values():
         node: types.FrameType | None = top
         while node is not None:
             if id(node) not in seen and canonic(node.f_code.co_filename) == filename:
                 seen.add(id(node))
-                yield node
+                yield node, None
             node = node.f_back
 
 
-def _live_frames() -> set[int]:
-    """ids of every frame on a thread's stack or held by a generator."""
+def _frame_of(owner: Any) -> types.FrameType | None:
+    frame: types.FrameType | None = (
+        getattr(owner, "cr_frame", None)
+        or getattr(owner, "gi_frame", None)
+        or getattr(owner, "ag_frame", None)
+    )
+    return frame
+
+
+def _stack_frames() -> set[int]:
+    """ids of every frame on some thread's stack."""
     alive: set[int] = set()
     for top in sys._current_frames().values():
         node: types.FrameType | None = top
         while node is not None:
             alive.add(id(node))
             node = node.f_back
-    for obj in gc.get_objects():
-        if type(obj) in (
-            types.CoroutineType,
-            types.GeneratorType,
-            types.AsyncGeneratorType,
-        ):
-            frame = (
-                getattr(obj, "cr_frame", None)
-                or getattr(obj, "gi_frame", None)
-                or (getattr(obj, "ag_frame", None))
-            )
-            if frame is not None:
-                alive.add(id(frame))
     return alive

@@ -133,20 +133,22 @@ class MonitoringTracer:
         #: Canonical file name -> its breakpoint lines.
         self._files: dict[str, frozenset[int]] = {}
         #: Code object -> the breakpoint lines it holds (LINE events on).
-        self._codes: dict[types.CodeType, frozenset[int]] = {}
+        #: Code objects are keyed by id everywhere: equal code objects (the
+        #: same function in two files) are different places to stop.
+        self._codes: dict[int, types.CodeType] = {}
         #: The same by id (the callbacks' lookups: hashing a code object
         #: costs more than the rest of a LINE callback).
         self._line_sets: dict[int, frozenset[int]] = {}
         #: Code objects starting on a breakpoint line (function breakpoints).
-        self._function_codes: set[types.CodeType] = set()
+        self._function_codes: set[int] = set()
         #: Code object -> local step events enabled on it.
-        self._step_codes: dict[types.CodeType, int] = {}
+        self._step_codes: dict[int, tuple[types.CodeType, int]] = {}
         self._global = 0
         #: Conditions compiled into the code (see _breakpoints_changed).
         self._instrumenter = _instrument.CodeInstrumenter()
         self._signature: frozenset[tuple[str, _instrument.Conditions]] = frozenset()
         self._full: dict[str, frozenset[int]] = {}
-        self._legacy_codes: set[types.CodeType] = set()
+        self._legacy_codes: dict[int, types.CodeType] = {}
         self._disabled = False  # something returned DISABLE since the last restart
         self._canonic: Callable[[str], str] = lambda name: name
         self._file_of: dict[str, str] = {}
@@ -166,7 +168,9 @@ class MonitoringTracer:
         with self._lock:
             self._steppers.clear()
             self._files = {}
-            for code in {*self._codes, *self._step_codes}:
+            codes = [*self._codes.values()]
+            codes += [code for code, _ in self._step_codes.values()]
+            for code in codes:
                 monitoring.set_local_events(self.tool, code, 0)
             self._codes = {}
             self._line_sets = {}
@@ -256,7 +260,9 @@ class MonitoringTracer:
         self._instrumenter.legacy_frames_alive(debugger)
         # Frames already running code from before a condition was
         # compiled in are served by LINE events on that old code.
-        self._legacy_codes = {frame.f_code for frame in debugger._legacy_frames}
+        self._legacy_codes = {
+            id(frame.f_code): frame.f_code for frame in debugger._legacy_frames
+        }
         self._full = full
         self._files = {}
         for name, lines in full.items():
@@ -267,17 +273,15 @@ class MonitoringTracer:
         self._codes = {}
         self._line_sets = {}
         self._function_codes = set()
-        for code in old:
+        for code in old.values():
             self._consider(code)
-        for code in self._legacy_codes:
+        for code in self._legacy_codes.values():
             self._consider(code)
         for code in self._live_codes():
             self._consider(code)
-        for code in old:
-            if code not in self._codes:
-                monitoring.set_local_events(
-                    self.tool, code, self._step_codes.get(code, 0)
-                )
+        for key, code in old.items():
+            if key not in self._codes:
+                monitoring.set_local_events(self.tool, code, self._step_events(code))
         self._apply(restart=True)
 
     def compile_module(self, source: str | bytes, filename: str) -> types.CodeType:
@@ -295,23 +299,25 @@ class MonitoringTracer:
     def _consider(self, code: types.CodeType) -> None:
         """Switch LINE events on for *code* if it holds a breakpoint line."""
         name = self._canonical(code.co_filename)
-        if code in self._legacy_codes:
+        if id(code) in self._legacy_codes:
             lines = self._full.get(name)
         else:
             lines = self._files.get(name)
-        if not lines or code in self._codes:
+        if not lines or id(code) in self._codes:
             return
         starts_on = code.co_firstlineno in lines
         held = lines & _code_lines(code)
         if not held and not starts_on:
             return
-        self._codes[code] = lines
+        self._codes[id(code)] = code
         self._line_sets[id(code)] = lines
         if starts_on:
-            self._function_codes.add(code)
-        monitoring.set_local_events(
-            self.tool, code, _E.LINE | self._step_codes.get(code, 0)
-        )
+            self._function_codes.add(id(code))
+        monitoring.set_local_events(self.tool, code, _E.LINE | self._step_events(code))
+
+    def _step_events(self, code: types.CodeType) -> int:
+        entry = self._step_codes.get(id(code))
+        return 0 if entry is None else entry[1]
 
     def _live_codes(self) -> Iterator[types.CodeType]:
         """Code objects of the breakpoint files that exist now."""
@@ -349,7 +355,7 @@ class MonitoringTracer:
     def _apply(self, *, restart: bool = False) -> None:
         """Set global and step events from the steppers and breakpoints."""
         step_global = 0
-        step_codes: dict[types.CodeType, int] = {}
+        step_codes: dict[int, tuple[types.CodeType, int]] = {}
         for debugger in self._steppers.values():
             if debugger.stopframe is None:
                 step_global |= STEP_EVENTS
@@ -357,15 +363,17 @@ class MonitoringTracer:
             step_global |= NEXT_GLOBAL_EVENTS
             for frame in (debugger.stopframe, debugger.returnframe):
                 if frame is not None and frame is not debugger.botframe:
-                    step_codes[frame.f_code] = NEXT_LOCAL_EVENTS
-        for code in self._step_codes.keys() - step_codes.keys():
+                    code = frame.f_code
+                    step_codes[id(code)] = (code, NEXT_LOCAL_EVENTS)
+        for key in self._step_codes.keys() - step_codes.keys():
+            code = self._step_codes[key][0]
             monitoring.set_local_events(
-                self.tool, code, _E.LINE if code in self._codes else 0
+                self.tool, code, _E.LINE if key in self._codes else 0
             )
-        for code, events in step_codes.items():
-            if self._step_codes.get(code) != events:
+        for key, (code, events) in step_codes.items():
+            if self._step_codes.get(key) != (code, events):
                 monitoring.set_local_events(
-                    self.tool, code, events | (_E.LINE if code in self._codes else 0)
+                    self.tool, code, events | (_E.LINE if key in self._codes else 0)
                 )
         self._step_codes = step_codes
         wanted = step_global | (DISCOVERY_EVENTS if self._files else 0)
@@ -438,7 +446,7 @@ class MonitoringTracer:
         if line in lines:
             _tracing.hit(sys._getframe(1), line)
             return None
-        if code in self._function_codes:
+        if id(code) in self._function_codes:
             first = self._first_executable_line(code)
             if first is None or first == line:
                 _tracing.hit(sys._getframe(1), line)

@@ -410,6 +410,7 @@ class DebugSession:
     def _run_started(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
         self.trio_thread = threading.get_ident()
+        _tracing.program_thread = (self.trio_thread, self._token.run_sync_soon)
         if (
             self.supervise_sigint
             and threading.current_thread() is threading.main_thread()
@@ -421,6 +422,7 @@ class DebugSession:
 
     def _run_finished(self) -> None:
         self._token = None
+        _tracing.program_thread = None
         if threading.current_thread() is not threading.main_thread():
             return
         if signal.getsignal(signal.SIGINT) == self._on_sigint:

@@ -164,10 +164,30 @@ def hit(frame: types.FrameType, line: int) -> None:
 _instrument.handler = hit
 
 
-def _no_new_frames(frame: types.FrameType, event: str, arg: object) -> None:
-    # The global trace function while only already-running frames need
-    # tracing: every new frame runs untraced.
-    return None
+#: The thread running the program's trio loop, and how to run a function
+#: there soon (the session sets it while a trio run is on).
+program_thread: tuple[int, Callable[[Callable[[], None]], object]] | None = None
+
+
+class _LegacyOnly:
+    """The global trace function while only frames already running old code
+    need tracing (they have ``f_trace``): every new frame runs untraced, and
+    once those frames are gone it removes itself (checked every
+    ``CHECK_EVERY`` calls, cheaply)."""
+
+    CHECK_EVERY = 20_000
+
+    def __init__(self, tracer: SettraceTracer, debugger: TaskAwareBdb) -> None:
+        self._tracer = tracer
+        self._debugger = debugger
+        self._calls = 0
+
+    def __call__(self, frame: types.FrameType, event: str, arg: object) -> None:
+        self._calls += 1
+        if self._calls >= self.CHECK_EVERY:
+            self._calls = 0
+            if not self._tracer.instrumenter.legacy_frames_alive(self._debugger):
+                sys.settrace(None)
 
 
 class SettraceTracer:
@@ -219,7 +239,7 @@ class SettraceTracer:
             # engine's trace function, whose fast path skips other files.
             sys.settrace(debugger.trace_dispatch)
         elif legacy:
-            sys.settrace(_no_new_frames)
+            sys.settrace(_LegacyOnly(self, debugger))
         else:
             sys.settrace(None)
 
@@ -229,6 +249,29 @@ class SettraceTracer:
 
     def breakpoints_changed(self, debugger: TaskAwareBdb) -> None:
         self.instrumenter.sync(debugger)
+        target = program_thread
+        if (
+            debugger._legacy_frames
+            and target is not None
+            and target[0] != threading.get_ident()
+        ):
+            # Set from another thread (an editor's request) while coroutines
+            # of the trio thread are suspended in old code: trace them there
+            # (sys.settrace only reaches the calling thread).
+            try:
+                target[1](lambda: self._trace_legacy_here(debugger))
+            except RuntimeError:  # trio.RunFinishedError: the run ended
+                pass
+
+    def _trace_legacy_here(self, setter: TaskAwareBdb) -> None:
+        mine = debugger_of_this_thread() or setter
+        if mine is not setter:
+            for frame in setter._legacy_frames:
+                frame.f_trace = mine.trace_dispatch
+            mine._legacy_frames |= setter._legacy_frames
+            setter._legacy_frames.clear()
+        if sys.gettrace() is None and self.instrumenter.legacy_frames_alive(mine):
+            sys.settrace(_LegacyOnly(self, mine))
 
     def compile_module(self, source: str | bytes, filename: str) -> types.CodeType:
         return self.instrumenter.compile_module(source, filename)
