@@ -33,6 +33,13 @@ Ctrl-C while the program runs pauses it (press twice within a second for a
 plain KeyboardInterrupt); Ctrl-C at the prompt clears the line."""
 
 
+DAP_DESCRIPTION = """\
+Speak the Debug Adapter Protocol on stdin/stdout (or on TCP with --listen), so
+that an editor (VS Code, nvim-dap, any DAP client) can debug a trio program:
+every trio task is a DAP thread named after the task.  The program runs in a
+child process.  See docs/editors.md."""
+
+
 def _version_text() -> str:
     import pdbpp_utils
     import trio
@@ -63,7 +70,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dapper-trio",
         description="A debugger runtime for Trio programs.",
-        epilog="See 'dapper-trio run --help' and docs/terminal.md.",
+        epilog=(
+            "See 'dapper-trio run --help', 'dapper-trio dap --help', "
+            "docs/terminal.md and docs/editors.md."
+        ),
     )
     parser.add_argument(
         "--version",
@@ -80,6 +90,20 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_run_options(run)
+    dap = commands.add_parser(
+        "dap",
+        help="serve the Debug Adapter Protocol (for editors)",
+        description=DAP_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dap.add_argument(
+        "--listen",
+        metavar="[HOST:]PORT",
+        help=(
+            "serve DAP clients on TCP instead of stdin/stdout (HOST defaults "
+            "to 127.0.0.1; PORT 0 picks a free port, printed on stderr)"
+        ),
+    )
     return parser
 
 
@@ -163,8 +187,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(["run", *ours])
         return _cmd_run(parser, args, program)
     args = parser.parse_args(argv)
+    if args.command == "dap":
+        return _cmd_dap(parser, args)
     parser.print_help()
     return 2
+
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _parse_listen(parser: argparse.ArgumentParser, text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or int(port) > 65535:
+        parser.error(f"dap: --listen {text!r}: expected [HOST:]PORT")
+    if host not in _LOOPBACK:
+        print(
+            f"dapper-trio dap: warning: listening on {host}, not loopback: anyone "
+            "who can reach it can run code as you",
+            file=sys.stderr,
+        )
+    return host, int(port)
+
+
+def _cmd_dap(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    listen = None if args.listen is None else _parse_listen(parser, args.listen)
+    from ._dap_server import run
+
+    return run(listen)
 
 
 def _cmd_run(

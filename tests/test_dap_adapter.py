@@ -1,0 +1,467 @@
+"""``dapper-trio dap`` as a real subprocess, driven by a tiny client of our own.
+
+The client speaks DAP through ``dapper_trio._dap_wire`` over the adapter's
+stdin and stdout.  These tests pin down what Microsoft's client (see
+tests/dap_client and test_dap_client.py) cannot easily: concurrency, ``cancel``,
+the adapter's exit after ``disconnect``, malformed input, and the finer
+points of breakpoints and stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from dapper_trio._dap_wire import DapWriter, MessageFactory, read_messages
+
+PROGRAMS = Path(__file__).parent / "dap_client" / "programs"
+LOOPS = str(PROGRAMS / "loops.py")
+SMOKE = str(PROGRAMS / "smoke.py")
+CRASH = str(PROGRAMS / "crash.py")
+PLAIN = str(PROGRAMS / "plain.py")
+IDLE = str(PROGRAMS / "idle.py")
+#: Every wait for a message; generous (two shared cores).
+WAIT = 30.0
+
+Message = dict[str, Any]
+
+
+def line_of(path: str, mark: str) -> int:
+    """The line of *path* ending with ``# mark: <mark>``."""
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if line.rstrip().endswith(f"# mark: {mark}"):
+            return number
+    raise LookupError(mark)
+
+
+class Client:
+    """A DAP client on a ``dapper-trio dap`` process; remembers every message."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        assert process.stdin is not None
+        self.writer = DapWriter(process.stdin)
+        self.factory = MessageFactory()
+        self.messages: list[Message] = []
+        self._arrived = trio.Event()
+        self.eof = False
+
+    async def read(self) -> None:
+        assert self.process.stdout is not None
+        async for message in read_messages(self.process.stdout):
+            assert isinstance(message, dict), message
+            self.messages.append(message)
+            self._arrived.set()
+        self.eof = True
+        self._arrived.set()
+
+    async def send(self, command: str, arguments: dict[str, Any] | None = None) -> int:
+        message = self.factory.request(command, arguments or {})
+        await self.writer.send(message)
+        seq: int = message["seq"]
+        return seq
+
+    async def send_raw(self, data: bytes) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.send_all(data)
+
+    async def wait_for(self, predicate: Callable[[Message], bool]) -> Message:
+        """The first message (old or new) matching *predicate*."""
+        seen = 0
+        with trio.fail_after(WAIT):
+            while True:
+                for message in self.messages[seen:]:
+                    if predicate(message):
+                        return message
+                seen = len(self.messages)
+                if self.eof:
+                    raise AssertionError(f"adapter ended; got {self.messages}")
+                self._arrived = trio.Event()
+                await self._arrived.wait()
+
+    async def response(self, seq: int) -> Message:
+        return await self.wait_for(
+            lambda m: m["type"] == "response" and m["request_seq"] == seq
+        )
+
+    async def request(
+        self, command: str, arguments: dict[str, Any] | None = None
+    ) -> Message:
+        """Send a request and return its (successful) response."""
+        response = await self.response(await self.send(command, arguments))
+        assert response["success"], response
+        return response
+
+    async def event(self, name: str, after: int = 0) -> Message:
+        """The first *name* event among messages from index *after* on."""
+        return await self.wait_for(
+            lambda m: (
+                m["type"] == "event"
+                and m["event"] == name
+                and self.messages.index(m) >= after
+            )
+        )
+
+    def mark(self) -> int:
+        return len(self.messages)
+
+    async def launch(
+        self,
+        program: str,
+        breakpoints: dict[str, list[dict[str, Any]]] | None = None,
+        **arguments: Any,
+    ) -> list[Message]:
+        """initialize, launch, set breakpoints, configurationDone."""
+        await self.request("initialize", {"adapterID": "dapper-trio"})
+        await self.request("launch", {"program": program, **arguments})
+        answers = []
+        for path, specs in (breakpoints or {}).items():
+            response = await self.request(
+                "setBreakpoints", {"source": {"path": path}, "breakpoints": specs}
+            )
+            answers.extend(response["body"]["breakpoints"])
+        await self.request("configurationDone")
+        return answers
+
+    async def stack(self, thread_id: int) -> list[Message]:
+        response = await self.request("stackTrace", {"threadId": thread_id})
+        frames: list[Message] = response["body"]["stackFrames"]
+        return frames
+
+    async def locals(self, frame_id: int) -> dict[str, str]:
+        scopes = await self.request("scopes", {"frameId": frame_id})
+        reference = scopes["body"]["scopes"][0]["variablesReference"]
+        found = await self.request("variables", {"variablesReference": reference})
+        return {v["name"]: v["value"] for v in found["body"]["variables"]}
+
+
+@contextlib.asynccontextmanager
+async def open_adapter() -> AsyncIterator[Client]:
+    """A ``dapper-trio dap`` process and a client on it; killed and reaped after."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "dapper_trio", "dap"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    client = Client(process)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.read)
+            yield client
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            # The end of its stdin makes the adapter end its debuggee and
+            # clean up; it is killed only if that does not work.
+            if process.stdin is not None:
+                await process.stdin.aclose()
+            with trio.move_on_after(10):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
+                    await stream.aclose()
+
+
+async def disconnect(client: Client) -> None:
+    await client.request("disconnect", {"terminateDebuggee": True})
+    with trio.fail_after(WAIT):
+        await client.process.wait()
+
+
+async def test_malformed_json_gets_an_error_and_the_session_goes_on() -> None:
+    """A body that is not JSON is answered with an error; the next request works."""
+    async with open_adapter() as client:
+        body = b'{"seq": 1, "type": "request", "command": '
+        await client.send_raw(b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+        error = await client.wait_for(lambda m: m["type"] == "response")
+        assert error["success"] is False
+        assert "bad message" in error["message"]
+        response = await client.request("initialize", {"adapterID": "x"})
+        assert response["body"]["supportsConfigurationDoneRequest"] is True
+        await disconnect(client)
+
+
+async def test_wrongly_typed_arguments_name_the_argument() -> None:
+    """Arguments of the wrong type or missing get an error naming them."""
+    async with open_adapter() as client:
+        await client.request("initialize")
+        seq = await client.send("launch", {"program": PLAIN, "args": "not a list"})
+        error = await client.response(seq)
+        assert error["success"] is False
+        assert (
+            error["message"] == "launch: argument 'args' must be an array, not a string"
+        )
+        seq = await client.send("setBreakpoints", {"source": {}})
+        error = await client.response(seq)
+        assert "needs a 'path'" in error["message"]
+        seq = await client.send("launch", {"program": PLAIN, "cwd": "/no/such/dir"})
+        error = await client.response(seq)
+        assert "is not a directory" in error["message"]
+        await disconnect(client)
+
+
+async def test_adapter_exits_soon_after_disconnect_with_stdin_open() -> None:
+    """After disconnect the adapter exits within a second, stdin still open."""
+    async with open_adapter() as client:
+        await client.launch(IDLE)
+        await client.wait_for(
+            lambda m: m.get("event") == "output" and "ready" in m["body"]["output"]
+        )
+        seq = await client.send("disconnect", {"terminateDebuggee": True})
+        await client.response(seq)
+        started = time.monotonic()
+        with trio.fail_after(WAIT):
+            await client.process.wait()
+        assert time.monotonic() - started < 1.0
+        assert client.process.returncode == 0
+
+
+async def test_end_of_stdin_ends_the_debuggee_and_the_adapter() -> None:
+    """Closing the adapter's stdin ends the program and then the adapter."""
+    async with open_adapter() as client:
+        await client.launch(IDLE)
+        process_event = await client.event("process")
+        pid = process_event["body"]["systemProcessId"]
+        await client.wait_for(
+            lambda m: m.get("event") == "output" and "ready" in m["body"]["output"]
+        )
+        assert client.process.stdin is not None
+        await client.process.stdin.aclose()
+        with trio.fail_after(WAIT):
+            await client.process.wait()
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+async def test_a_slow_evaluate_does_not_delay_threads_and_can_be_cancelled() -> None:
+    """threads is answered during a slow evaluate, and cancel cancels it."""
+    async with open_adapter() as client:
+        await client.launch(SMOKE, {SMOKE: [{"line": line_of(SMOKE, "breakpoint")}]})
+        stopped = await client.event("stopped")
+        frame = (await client.stack(stopped["body"]["threadId"]))[0]
+        slow = await client.send(
+            "evaluate",
+            {"expression": "__import__('time').sleep(3)", "frameId": frame["id"]},
+        )
+        started = time.monotonic()
+        threads = await client.request("threads")
+        assert {t["name"] for t in threads["body"]["threads"]} >= {"worker"}
+        assert time.monotonic() - started < 2.0
+        await client.request("cancel", {"requestId": slow})
+        cancelled = await client.response(slow)
+        assert cancelled["success"] is False
+        assert cancelled["message"] == "cancelled"
+        assert time.monotonic() - started < 2.5
+        await disconnect(client)
+
+
+async def test_condition_hit_condition_and_logpoint() -> None:
+    """A condition, a hit count and a logpoint each decide stops as DAP says."""
+    loop = line_of(LOOPS, "loop")
+    helper = line_of(LOOPS, "helper")
+    async with open_adapter() as client:
+        answers = await client.launch(
+            LOOPS,
+            {
+                LOOPS: [
+                    {"line": helper, "logMessage": "helper x={x}"},
+                    {"line": loop, "condition": "i >= 1", "hitCondition": "2"},
+                ]
+            },
+        )
+        assert [a["verified"] for a in answers] == [True, True]
+        log = await client.wait_for(
+            lambda m: m.get("event") == "output" and m["body"]["category"] == "console"
+        )
+        assert log["body"]["output"] == "helper x=3\n"
+        stopped = await client.event("stopped")
+        frame = (await client.stack(stopped["body"]["threadId"]))[0]
+        assert frame["line"] == loop
+        assert (await client.locals(frame["id"]))["i"] == "2"
+        mark = client.mark()
+        await client.request("continue", {"threadId": stopped["body"]["threadId"]})
+        exited = await client.event("exited", after=mark)
+        assert exited["body"]["exitCode"] == 0
+        await client.event("terminated", after=mark)
+        await disconnect(client)
+
+
+async def test_bad_hit_condition_and_condition_are_unverified() -> None:
+    """A hit condition or condition that cannot work is refused with a message."""
+    loop = line_of(LOOPS, "loop")
+    async with open_adapter() as client:
+        await client.request("initialize")
+        response = await client.request(
+            "setBreakpoints",
+            {
+                "source": {"path": LOOPS},
+                "breakpoints": [
+                    {"line": loop, "hitCondition": "often"},
+                    {"line": loop, "condition": "i >"},
+                    {"line": 10_000},
+                ],
+            },
+        )
+        verdicts = response["body"]["breakpoints"]
+        assert [v["verified"] for v in verdicts] == [False, False, False]
+        assert "hit condition 'often'" in verdicts[0]["message"]
+        assert "not an expression" in verdicts[1]["message"]
+        assert "holds no code" in verdicts[2]["message"]
+        await disconnect(client)
+
+
+async def test_step_in_and_step_out_follow_the_task() -> None:
+    """stepIn enters the awaited coroutine, stepOut stops at its return, next
+    goes on in the caller, all in the same task."""
+    call = line_of(LOOPS, "call")
+    async with open_adapter() as client:
+        await client.launch(LOOPS, {LOOPS: [{"line": call}]})
+        stopped = await client.event("stopped")
+        thread = stopped["body"]["threadId"]
+        mark = client.mark()
+        await client.request("stepIn", {"threadId": thread})
+        stepped = await client.event("stopped", after=mark)
+        assert stepped["body"]["threadId"] == thread
+        assert (await client.stack(thread))[0]["name"] == "helper"
+        mark = client.mark()
+        await client.request("stepOut", {"threadId": thread})
+        await client.event("stopped", after=mark)
+        top = (await client.stack(thread))[0]
+        assert top["name"] == "helper"  # at its return, as pdb's "return"
+        mark = client.mark()
+        await client.request("next", {"threadId": thread})
+        await client.event("stopped", after=mark)
+        top = (await client.stack(thread))[0]
+        assert (top["name"], top["line"]) == ("main", line_of(LOOPS, "after"))
+        await disconnect(client)
+
+
+async def test_uncaught_exception_stops_with_the_traceback() -> None:
+    """An exception escaping the program stops with reason exception."""
+    async with open_adapter() as client:
+        await client.launch(CRASH)
+        stopped = await client.event("stopped")
+        assert stopped["body"]["reason"] == "exception"
+        assert "ValueError: boom" in stopped["body"]["text"]
+        frames = await client.stack(stopped["body"]["threadId"])
+        assert (frames[0]["name"], frames[0]["line"]) == (
+            "doomed",
+            line_of(CRASH, "raise"),
+        )
+        mark = client.mark()
+        await client.request("continue", {"threadId": stopped["body"]["threadId"]})
+        exited = await client.event("exited", after=mark)
+        assert exited["body"]["exitCode"] == 1
+        await disconnect(client)
+
+
+async def test_stop_on_entry_in_a_plain_program_and_its_output() -> None:
+    """stopOnEntry stops a plain program on its main thread; output, status follow."""
+    async with open_adapter() as client:
+        await client.launch(PLAIN, stopOnEntry=True)
+        stopped = await client.event("stopped")
+        assert stopped["body"]["reason"] == "entry"
+        threads = await client.request("threads")
+        assert threads["body"]["threads"] == [
+            {"id": stopped["body"]["threadId"], "name": "MainThread"}
+        ]
+        frames = await client.stack(stopped["body"]["threadId"])
+        assert frames[0]["line"] == 1  # the docstring, as python -m pdb
+        mark = client.mark()
+        await client.request("continue", {"threadId": stopped["body"]["threadId"]})
+        exited = await client.event("exited", after=mark)
+        assert exited["body"]["exitCode"] == 3
+        output = [
+            (m["body"]["category"], m["body"]["output"])
+            for m in client.messages
+            if m.get("event") == "output"
+        ]
+        stdout = "".join(text for category, text in output if category == "stdout")
+        stderr = "".join(text for category, text in output if category == "stderr")
+        assert stdout == "first: stdout\nthird: stdout\n"
+        assert stderr == "second: stderr\n"
+        await disconnect(client)
+
+
+async def test_terminate_a_stopped_program_runs_its_cleanup() -> None:
+    """terminate while stopped quits the debugger: exited, then terminated."""
+    async with open_adapter() as client:
+        await client.launch(SMOKE, {SMOKE: [{"line": line_of(SMOKE, "breakpoint")}]})
+        await client.event("stopped")
+        mark = client.mark()
+        await client.request("terminate")
+        exited = await client.event("exited", after=mark)
+        assert exited["body"]["exitCode"] == 1
+        await client.event("terminated", after=mark)
+        await disconnect(client)
+
+
+async def test_thread_events_for_trio_tasks() -> None:
+    """Each trio task is announced as a thread that starts and exits."""
+    async with open_adapter() as client:
+        await client.launch(SMOKE)
+        await client.event("terminated")
+        threads = [
+            (m["body"]["reason"], m["body"]["threadId"])
+            for m in client.messages
+            if m.get("event") == "thread"
+        ]
+        assert threads == [
+            ("started", 1),
+            ("started", 2),
+            ("exited", 2),
+            ("exited", 1),
+        ]
+        await disconnect(client)
+
+
+async def test_listen_serves_a_client_on_loopback_tcp() -> None:
+    """--listen 0 announces its port; a TCP client gets a working session."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "dapper_trio", "dap", "--listen", "0"],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        announced = b""
+        with trio.fail_after(WAIT):
+            while b"\n" not in announced:
+                announced += await process.stderr.receive_some(1024)
+        host_port = announced.decode().strip().rpartition(" ")[2]
+        host, _, port = host_port.rpartition(":")
+        assert host == "127.0.0.1"
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            writer = DapWriter(stream)
+            factory = MessageFactory()
+            await writer.send(factory.request("initialize", {"adapterID": "x"}))
+            with trio.fail_after(WAIT):
+                async with contextlib.aclosing(read_messages(stream)) as messages:
+                    async for message in messages:
+                        assert isinstance(message, dict)
+                        if message["type"] == "response":
+                            assert message["success"] is True
+                            assert message["command"] == "initialize"
+                            break
+    finally:
+        with trio.CancelScope(shield=True):
+            process.terminate()
+            with trio.move_on_after(10):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            if process.stderr is not None:
+                await process.stderr.aclose()
