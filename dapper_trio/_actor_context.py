@@ -67,6 +67,11 @@ class ChildConfig:
     grace_period: float
     sys_path: tuple[str, ...]
     main: dict[str, str] | None
+    #: In debug mode: the root's terminal lock service and its token, and
+    #: the descriptor of the real terminal this process inherits (if any).
+    tree_address: str | None = None
+    tree_token: str | None = None
+    tty_fd: int | None = None
 
     def to_env(self) -> str:
         """The JSON text to put in ``ACTOR_ENV``."""
@@ -96,9 +101,16 @@ class ChildConfig:
                 main=None
                 if main is None
                 else {str(k): str(v) for k, v in main.items()},
+                tree_address=_optional_str(data.get("tree_address")),
+                tree_token=_optional_str(data.get("tree_token")),
+                tty_fd=None if data.get("tty_fd") is None else int(data["tty_fd"]),
             )
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"malformed {ACTOR_ENV}: {exc!r}") from exc
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 _current: Actor | None = None

@@ -48,6 +48,13 @@ process of the foreground process group, and the tree must be cancelled in
 order, from the root, rather than every process raising
 ``KeyboardInterrupt`` at once.
 
+Debug mode: at start-up the child connects its debug session to the
+root's terminal lock (``_actor_debug.join_tree``), and a call that raises
+opens a post-mortem REPL first if the ``crash_repl`` policy says so; the
+error is reported to the parent when the user leaves it.  While a REPL
+runs, this process's trio loop is blocked: the parent's messages wait, and
+the parent, which knows (it watches the root's lock), waits too.
+
 Known holes.  Code that blocks the child's event loop (a busy loop, a
 blocking call) notices neither cancellation nor the parent's death: the
 parent's SIGTERM and SIGKILL still stop it, but an orphan whose loop is
@@ -149,6 +156,8 @@ class _ChildRuntime:
             except trio.Cancelled:
                 raise  # not ours: the whole run is going down
             except BaseException as exc:
+                if self._actor.debug_mode:
+                    self._crash_repl(exc)
                 report: dict[str, Any] = {"error": self._describe(exc)}
             else:
                 if scope.cancelled_caught:
@@ -160,6 +169,14 @@ class _ChildRuntime:
             del self._calls[call_id]
             if not self._calls and self._idle is not None:
                 self._idle.set()
+
+    def _crash_repl(self, exc: BaseException) -> None:
+        # Debug mode: a post-mortem here, before the error travels up, if the
+        # crash_repl policy says so (see _actor_debug.wants_crash_repl).
+        from ._actor_debug import open_crash_repl, wants_crash_repl
+
+        if wants_crash_repl(exc, self._actor, in_root=False):
+            open_crash_repl(exc)
 
     async def _call(self, ref: dict[str, str], args: str) -> Any:
         fn = resolve_function(ref)
@@ -262,6 +279,10 @@ def main(config_text: str) -> None:
         crash_repl=config.crash_repl,
     )
     set_current_actor(actor)
+    if config.debug_mode and config.tree_address is not None:
+        from ._actor_debug import join_tree
+
+        join_tree(config, actor)
     problem = trio.run(_ChildRuntime(config, actor).run)
     if problem is not None:
         sys.exit(

@@ -85,15 +85,29 @@ grace periods than outer ones when that matters.  A call that ignores
 cancellation for longer than ``grace_period`` is abandoned by its caller
 (``Cancelled`` propagates) while the child goes on running it until the
 actor is stopped.  The actor's stdout and stderr are the parent's.
+
+Debug mode (``_actor_debug``, ``_tree_lock``): a debug-mode nursery makes
+sure the tree's terminal lock exists (started here if this process is the
+tree's root), passes its address, token and the terminal's descriptor to
+each child, and reports each child started and reaped to the root.  Every
+grace-period wait of the ladder (and of a cancelled call) runs on a clock
+that stops while any process of the child's subtree holds or waits for the
+terminal (``_within_grace``, fed by a ``watch`` connection to the root), so
+a process in a REPL is never signalled.  In the root, ``crash_repl``
+``"every-hop"``/``"root"`` opens a post-mortem on a ``RemoteError`` before
+it is raised to the caller.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import math
 import os
 import subprocess
 import sys
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -108,10 +122,13 @@ from ._actor_errors import ProcessDied as ProcessDied
 from ._actor_errors import RemoteError as RemoteError
 from ._actor_errors import error_from_dict, format_path
 from ._ipc import Channel, ConnectionLost, Listener, new_token, open_listener
+from ._tree_lock import SubtreeWatch, watch_subtree
 from ._wire import LocalProtocolError
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVarTuple, Unpack
+
+    from ._actor_debug import TreeDebug
 
     PosArgT = TypeVarTuple("PosArgT")
 
@@ -219,22 +236,29 @@ async def _open_actor_nursery(
     me = current_actor()
     if not me.is_root and me.debug_mode:
         debug_mode, crash_repl = True, me.crash_repl
-    async with trio.open_nursery() as nursery:
-        actor_nursery = ActorNursery(
-            nursery,
-            parent=me,
-            debug_mode=debug_mode,
-            crash_repl=crash_repl,
-            grace_period=grace_period,
-        )
-        nursery.start_soon(
-            actor_nursery._watch_for_cancel,
-            name=f"actor nursery of {format_path(me.path)}",
-        )
-        try:
-            yield actor_nursery
-        finally:
-            actor_nursery._close()
+    with contextlib.ExitStack() as stack:
+        tree: TreeDebug | None = None
+        if debug_mode:
+            from ._actor_debug import tree_debug
+
+            tree = stack.enter_context(tree_debug())
+        async with trio.open_nursery() as nursery:
+            actor_nursery = ActorNursery(
+                nursery,
+                parent=me,
+                debug_mode=debug_mode,
+                crash_repl=crash_repl,
+                grace_period=grace_period,
+                tree=tree,
+            )
+            nursery.start_soon(
+                actor_nursery._watch_for_cancel,
+                name=f"actor nursery of {format_path(me.path)}",
+            )
+            try:
+                yield actor_nursery
+            finally:
+                actor_nursery._close()
 
 
 class ActorNursery:
@@ -248,8 +272,10 @@ class ActorNursery:
         debug_mode: bool,
         crash_repl: CrashRepl,
         grace_period: float,
+        tree: TreeDebug | None = None,
     ) -> None:
         self._nursery = nursery
+        self._tree = tree
         self._parent = parent
         self._debug_mode = debug_mode
         self._crash_repl: CrashRepl = crash_repl
@@ -525,15 +551,15 @@ class _Child:
     async def _cancel_call(self, call_id: int, slot: _Slot) -> None:
         # Tell the child, and give the call grace_period to unwind; an error
         # it raises while unwinding replaces Cancelled.
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + self._grace
-            channel = self._channel
-            if channel is not None and not slot.event.is_set():
-                try:
-                    await channel.send_event("cancel_call", {"call": call_id})
-                except ConnectionLost:
-                    pass
-            await slot.event.wait()
+        with trio.CancelScope(shield=True):
+            async with self._watch_debugger() as watch:
+                channel = self._channel
+                if channel is not None and not slot.event.is_set():
+                    try:
+                        await channel.send_event("cancel_call", {"call": call_id})
+                    except ConnectionLost:
+                        pass
+                await self._within_grace(watch, slot.event.wait)
         if isinstance(slot.error, ProcessDied):
             raise slot.error
         if slot.report is not None and "error" in slot.report:
@@ -547,10 +573,34 @@ class _Child:
         if "value" in report:
             return loads(report["value"])
         if "error" in report:
-            raise error_from_dict(report["error"])
+            error = error_from_dict(report["error"])
+            if self._nursery._tree is not None and self._nursery._parent.is_root:
+                self._crash_repl_in_root(error)
+            raise error
         raise trio.ClosedResourceError(
             f"actor {format_path(self.path)} was stopped while running {slot.label}()"
         )
+
+    def _crash_repl_in_root(self, error: RemoteError | ProcessDied) -> None:
+        from ._actor_debug import open_crash_repl, wants_crash_repl
+        from ._frames import is_hidden_frame
+
+        settings = dataclasses.replace(
+            self._nursery._parent, crash_repl=self._nursery.crash_repl
+        )
+        if wants_crash_repl(error, settings, in_root=True):
+            # Inspect the frame that made the call: the first one up the
+            # await chain that is not the runtime's (or trio's).
+            frame = sys._getframe(1)
+            while frame.f_back is not None and is_hidden_frame(frame):
+                frame = frame.f_back
+            error.__traceback__ = types.TracebackType(
+                None, frame, frame.f_lasti, frame.f_lineno
+            )
+            try:
+                open_crash_repl(error)
+            finally:
+                error.__traceback__ = None
 
     def _death(self, reason: str) -> ProcessDied:
         assert self._died is not None
@@ -569,6 +619,7 @@ class _Child:
     ) -> None:
         """Start, watch, stop and reap the child (see the module's docstring)."""
         nursery = self._nursery
+        tree = nursery._tree
         nursery._children.add(self)
         try:
             token = new_token()
@@ -585,18 +636,37 @@ class _Child:
                     grace_period=nursery.grace_period,
                     sys_path=tuple(os.fspath(entry) for entry in sys.path),
                     main=main_info(),
+                    tree_address=tree.address if tree is not None else None,
+                    tree_token=tree.token if tree is not None else None,
+                    tty_fd=tree.tty_fd if tree is not None else None,
                 )
                 env = dict(os.environ)
                 env[ACTOR_ENV] = config.to_env()
+                pass_fds = (
+                    (tree.tty_fd,)
+                    if tree is not None and tree.tty_fd is not None
+                    else ()
+                )
                 process = await trio.lowlevel.open_process(
-                    _child_command(self.path), env=env
+                    _child_command(self.path), env=env, pass_fds=pass_fds
                 )
                 self.pid = process.pid
+                if tree is not None:
+                    tree.notify(
+                        "started", name=self.name, pid=self.pid, path=list(self.path)
+                    )
                 try:
                     await self._live(process, listener, task_status)
                 finally:
                     with trio.CancelScope(shield=True):
                         await self._stop_process(process)
+                    if tree is not None:
+                        tree.notify(
+                            "exited",
+                            pid=self.pid,
+                            path=list(self.path),
+                            returncode=process.returncode,
+                        )
                 self._report(process)
         finally:
             nursery._children.discard(self)
@@ -682,27 +752,67 @@ class _Child:
 
     async def _stop_process(self, process: trio.Process) -> None:
         """The ladder: ask, wait, SIGTERM, wait, SIGKILL; then reap."""
-        grace = self._grace
         channel = self._channel
-        if process.returncode is None and channel is not None:
-            # Connected: ask.  (If it hung up already, it is probably exiting:
-            # give it the same time.)
-            with trio.move_on_after(grace):
+        async with self._watch_debugger() as watch:
+            if process.returncode is None and channel is not None:
+                # Connected: ask.  (If it hung up already, it is probably
+                # exiting: give it the same time.)
                 if not channel.closed:
-                    try:
-                        await channel.send_event("cancel")
-                    except ConnectionLost:
-                        pass
-                await process.wait()
-        if process.returncode is None:
-            self._escalated = "SIGTERM"
-            process.terminate()
-            with trio.move_on_after(grace):
-                await process.wait()
+                    with trio.move_on_after(self._grace):
+                        try:
+                            await channel.send_event("cancel")
+                        except ConnectionLost:
+                            pass
+                await self._within_grace(watch, process.wait)
+            if process.returncode is None:
+                self._escalated = "SIGTERM"
+                process.terminate()
+                await self._within_grace(watch, process.wait)
         if process.returncode is None:
             self._escalated = "SIGKILL"
             process.kill()
         await process.wait()
+
+    @contextlib.asynccontextmanager
+    async def _watch_debugger(self) -> AsyncIterator[SubtreeWatch]:
+        """In debug mode: whether this child's subtree is in (or awaits) a REPL."""
+        tree = self._nursery._tree
+        if tree is None:
+            yield SubtreeWatch()
+            return
+        async with watch_subtree(tree.address, tree.token, self.path) as watch:
+            yield watch
+
+    async def _within_grace(
+        self, watch: SubtreeWatch, done: Callable[[], Awaitable[object]]
+    ) -> bool:
+        """Wait for *done* up to ``grace_period``; True if it finished.
+
+        The clock stops while a process of this child's subtree holds or
+        waits for the terminal (debug mode), and starts again from zero when
+        the REPLs are over: a child is never signalled while it, or one of
+        its descendants, is in the debugger.
+        """
+        finished = False
+        while True:
+            await watch.wait_quiet()
+            async with trio.open_nursery() as race:
+                race.cancel_scope.deadline = trio.current_time() + self._grace
+
+                async def finish() -> None:
+                    nonlocal finished
+                    await done()
+                    finished = True
+                    race.cancel_scope.cancel()
+
+                async def interrupt() -> None:
+                    await watch.wait_busy()
+                    race.cancel_scope.cancel()
+
+                race.start_soon(finish)
+                race.start_soon(interrupt)
+            if finished or not watch.busy:
+                return finished
 
     def _report(self, process: trio.Process) -> None:
         """After reaping: raise what the nursery should know about, if anything."""

@@ -5,7 +5,7 @@
 and these additions:
 
 * a header line on every stop naming why, the process and the task;
-* ``tasks``, ``task``, ``scopes`` and ``exceptions`` commands;
+* ``tasks``, ``task``, ``scopes``, ``exceptions`` and ``procs`` commands;
 * Ctrl-C at the prompt clears the line and redraws the prompt;
 * trio's, outcome's and dapper-trio's frames are hidden and never stepped into.
 
@@ -63,6 +63,9 @@ NO_TRIO_RUN = (
 
 
 def _one_line(exc: BaseException) -> str:
+    summary = getattr(exc, "summary", None)  # an actor's error: its own line
+    if isinstance(summary, str):
+        return f"{type(exc).__name__}: {summary}"
     return traceback.format_exception_only(type(exc), exc)[-1].strip()
 
 
@@ -402,6 +405,19 @@ class TrioPdb(TaskAwareBdb, pdbpp.Pdb):  # type: ignore[misc]
         else:
             parts.append("not cancelled")
         return ", ".join(parts)
+
+    def do_procs(self, arg: str) -> None:
+        """procs
+        Show the processes of the actor tree (debug mode): each one's name,
+        pid and state -- running, in the REPL, waiting for the REPL, or how
+        it exited -- indented under its parent.
+        """
+        tree = self.session.tree
+        if tree is None:
+            self.error("not in a debug-mode actor tree")
+            return
+        for line in tree.procs():
+            self.message(line)
 
     def do_exceptions(self, arg: str) -> None:
         """exceptions [N]

@@ -51,7 +51,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -80,6 +80,9 @@ def is_quit(exc: BaseException, *, quit_requested: bool) -> bool:
     """True if *exc* is only the debugger quitting (possibly inside groups)."""
     if isinstance(exc, DebuggerQuit):
         return True
+    origin = getattr(exc, "origin", None)  # an actor's error: where it started
+    if getattr(origin, "error_type", None) == DebuggerQuit.__name__:
+        return True  # the debugger quit in a child actor
     if isinstance(exc, KeyboardInterrupt):
         return quit_requested
     if isinstance(exc, BaseExceptionGroup):
@@ -101,6 +104,16 @@ def _iter_leaves(exc: BaseException) -> Iterator[BaseException]:
 
 
 QUIT_MESSAGE = "[dapper-trio] debugger quit: the program was stopped."
+
+
+class TreeTerminal(Protocol):
+    """A terminal shared by a process tree (set by ``_actor_debug`` in debug mode)."""
+
+    def hold(self, debugger: TrioPdb) -> contextlib.AbstractContextManager[None]:
+        """Wait for the tree's terminal and hold it around one REPL."""
+
+    def procs(self) -> list[str]:
+        """The tree's processes, one line each (the ``procs`` command)."""
 
 
 class SessionInstrument(trio.abc.Instrument):
@@ -148,6 +161,9 @@ class DebugSession:
         #: The thread running the program's trio loop, once known.
         self.trio_thread: int | None = None
         self._real_trio_run: Callable[..., Any] | None = None
+        #: In a debug-mode actor tree: the tree's terminal, which every REPL
+        #: of this process holds (after this process's own REPL lock).
+        self.tree: TreeTerminal | None = None
         # A breakpoint reached in a thread without a debugger gets this
         # session's (breakpoints are shared by the session's debuggers).
         _tracing.debugger_factory = self.debugger
@@ -199,20 +215,22 @@ class DebugSession:
                 _say_no_terminal(debugger, frame, tb)
                 yield False
                 return
-            outer = (self._repl_thread, self._repl_debugger)
-            self._repl_thread = threading.get_ident()
-            self._repl_debugger = debugger
-            restore = self._install_sigint_for_repl()
-            _flush_std_streams()
-            self._ensure_instrument()
-            try:
-                yield True
-            finally:
-                restore()
-                self._repl_thread, self._repl_debugger = outer
-                if debugger.quitting:
-                    self.quit_requested = True
-                    self.disabled = True
+            tree = self.tree
+            with tree.hold(debugger) if tree is not None else contextlib.nullcontext():
+                outer = (self._repl_thread, self._repl_debugger)
+                self._repl_thread = threading.get_ident()
+                self._repl_debugger = debugger
+                restore = self._install_sigint_for_repl()
+                _flush_std_streams()
+                self._ensure_instrument()
+                try:
+                    yield True
+                finally:
+                    restore()
+                    self._repl_thread, self._repl_debugger = outer
+                    if debugger.quitting:
+                        self.quit_requested = True
+                        self.disabled = True
         finally:
             self._repl_lock.release()
 
