@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import _breakpoints, _frames, _tracing, _trio_internals
+from . import _breakpoints, _frames, _instrument, _tracing, _trio_internals
 
 
 class DebuggerQuit(BaseException):
@@ -115,6 +115,11 @@ class TaskAwareBdb(bdb.Bdb):
     #: event: the breakpoint hook compiled into that line then runs, and
     #: must not stop a second time.
     _stopped_at: tuple[types.FrameType, int] | None = None
+    #: The last line event dispatch_line saw (see there).
+    _last_line: tuple[types.FrameType, int] | None = None
+    #: The last LINE event that decided a breakpoint (see hit_breakpoint).
+    _line_event: tuple[types.FrameType, int, int] | None = None
+    _line_event_lasti = -1
     #: The stop info version the tracer was last armed for.
     _armed_version = -1
 
@@ -211,6 +216,16 @@ class TaskAwareBdb(bdb.Bdb):
 
     def dispatch_line(self, frame: types.FrameType) -> Any:
         self._stopped_at = None
+        line = frame.f_lineno
+        last = self._last_line
+        self._last_line = (frame, line)
+        if last is not None and last[0] is frame and last[1] == line:
+            hooked = _instrument.conditional_lines.get(id(frame.f_code))
+            if hooked is not None and line in hooked[1]:
+                # A second line event for the same pass: the jumps of a
+                # condition compiled into this line (3.10/3.11 report a jump
+                # within a line as a line event).
+                return self.trace_dispatch
         if frame is self._unwinding:
             self._unwinding = None  # the exception was caught in this frame
         if _frames.is_hidden_frame(frame) and not self.break_anywhere(frame):
@@ -398,14 +413,41 @@ class TaskAwareBdb(bdb.Bdb):
             self.do_clear(str(bp.number))
         return True
 
-    def hit_breakpoint(self, frame: types.FrameType) -> None:
+    def hit_breakpoint(
+        self, frame: types.FrameType, *, line_event: bool = False
+    ) -> None:
         """*frame* reached a line holding a breakpoint, outside the trace
-        function (an instrumented line, a ``sys.monitoring`` LINE event):
-        stop there if the breakpoint applies, as ``dispatch_line`` would."""
+        function (an instrumented line's hook, or a ``sys.monitoring`` LINE
+        event if *line_event*): stop there if the breakpoint applies, as
+        ``dispatch_line`` would."""
         if self._in_repl or self.quitting:
             return
         if sys.gettrace() is not None and frame.f_trace == self.trace_dispatch:
             return  # this frame is traced: dispatch_line sees the line
+        # Line events for this pass that follow are duplicates (dispatch_line).
+        self._last_line = (frame, frame.f_lineno)
+        seen = self._line_event
+        here = (frame, frame.f_lineno, _instrument.generation)
+        same = (
+            seen is not None
+            and seen[0] is frame
+            and seen[1] == here[1]
+            and seen[2] == here[2]
+        )
+        if line_event:
+            if (
+                same
+                and frame.f_lasti > self._line_event_lasti
+                and here[1]
+                in _instrument.conditional_lines.get(id(frame.f_code), ((), ()))[1]
+            ):
+                return  # a second LINE event for the same pass (see dispatch_line)
+            self._line_event = here
+            self._line_event_lasti = frame.f_lasti
+        elif same:
+            # Old code still running with LINE events on (monitoring): the
+            # LINE event of this pass decided already.
+            return
         stopped_at = self._stopped_at
         if stopped_at is not None:
             self._stopped_at = None

@@ -342,11 +342,15 @@ class _InsertHooks(ast.NodeTransformer):
 
     @classmethod
     def _conditional_hook(cls, line: int, col: int, condition: str) -> ast.stmt:
-        """``try: if COND: HOOK(line)`` / ``except Exception: HOOK(line)``.
+        """``try: HOOK(line) if COND else COUNT()`` / ``except Exception:
+        HOOK(line)``, before the statement.
 
         The condition runs as the program's own code (no eval, no
         f_locals), so a false one costs what the expression costs; a
-        condition that raises stops, as with bdb.
+        condition that raises stops, as with bdb.  Its jumps make a traced
+        frame see more than one line event for the line (a jump within a
+        line is a line event); the engine ignores the extra ones
+        (``conditional_lines``).
         """
         test = ast.parse(condition.strip(), "<breakpoint condition>", mode="eval").body
         for node in ast.walk(test):
@@ -363,15 +367,14 @@ class _InsertHooks(ast.NodeTransformer):
             ),
             **position,
         )
+        hook = cls._hook(line, col, line)
+        assert isinstance(hook, ast.Expr)
+        check = ast.Expr(
+            value=ast.IfExp(test=test, body=hook.value, orelse=count.value, **position),
+            **position,
+        )
         return ast.Try(
-            body=[
-                ast.If(
-                    test=test,
-                    body=[cls._hook(line, col, line)],
-                    orelse=[count],
-                    **position,
-                )
-            ],
+            body=[check],
             handlers=[
                 ast.ExceptHandler(
                     type=ast.Constant(value=_EXCEPTION_SENTINEL, **position),
@@ -395,12 +398,22 @@ class _InsertHooks(ast.NodeTransformer):
         return ast.Expr(value=call, **_position(at, col))
 
 
+#: Bumped whenever the instrumented code changes (records of what a LINE
+#: event decided are void then).
+generation = 0
+
+#: id of an instrumented code object -> it, and its lines with a condition
+#: compiled in (the engine ignores the extra line events their jumps make).
+conditional_lines: dict[int, tuple[types.CodeType, frozenset[int]]] = {}
+
+
 def _patch_hook(
     code: types.CodeType, extra: Mapping[str, object] | None = None
 ) -> types.CodeType:
     """Replace the sentinel constants by what they stand for, recursively."""
     extra = extra or {}
     changed = False
+    counted: list[int] = []
     consts: list[Any] = []
     for const in code.co_consts:
         if const == _SENTINEL and isinstance(const, str):
@@ -417,6 +430,7 @@ def _patch_hook(
             changed = True
         elif isinstance(const, str) and const in extra:
             consts.append(extra[const])
+            counted.append(int(const.rsplit("_", 3)[1]))
             changed = True
         elif isinstance(const, types.CodeType):
             patched = _patch_hook(const, extra)
@@ -424,7 +438,12 @@ def _patch_hook(
             consts.append(patched)
         else:
             consts.append(const)
-    return code.replace(co_consts=tuple(consts)) if changed else code
+    if not changed:
+        return code
+    patched = code.replace(co_consts=tuple(consts))
+    if counted:
+        conditional_lines[id(patched)] = (patched, frozenset(counted))
+    return patched
 
 
 def instrument_source(
@@ -574,6 +593,8 @@ class CodeInstrumenter:
             if not changed:
                 self._update_finder()
                 return
+            global generation
+            generation += 1
             functions, generators = _functions_and_generators(
                 {self._state(name).filename for name in changed}, self._canonic
             )

@@ -427,7 +427,7 @@ class MonitoringTracer:
         lines = self._line_sets.get(id(code))
         if lines is not None and line in lines and not self._steppers:
             # The hot path: a breakpoint line, nobody stepping.
-            _hit(_getframe(1), line)
+            _hit(_getframe(1), line, True)
             return None
         debugger = self._steppers.get(_get_ident()) if self._steppers else None
         if debugger is not None:
@@ -444,12 +444,12 @@ class MonitoringTracer:
         if lines is None:
             return self._disable()
         if line in lines:
-            _tracing.hit(sys._getframe(1), line)
+            _tracing.hit(sys._getframe(1), line, True)
             return None
         if id(code) in self._function_codes:
             first = self._first_executable_line(code)
             if first is None or first == line:
-                _tracing.hit(sys._getframe(1), line)
+                _tracing.hit(sys._getframe(1), line, True)
                 return None
         return self._disable()
 

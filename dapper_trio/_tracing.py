@@ -131,7 +131,7 @@ def _lone_condition(debugger: TaskAwareBdb, frame: types.FrameType) -> _Lone | N
     return None if compiled is None else (frame.f_code, bp, bp.cond, compiled)
 
 
-def hit(frame: types.FrameType, line: int) -> None:
+def hit(frame: types.FrameType, line: int, line_event: bool = False) -> None:
     """A breakpoint line was reached outside any trace function.
 
     The common case of a conditional breakpoint on a hot line whose
@@ -158,7 +158,7 @@ def hit(frame: types.FrameType, line: int) -> None:
                 return
     debugger = debugger_of_this_thread()
     if debugger is not None:
-        debugger.hit_breakpoint(frame)
+        debugger.hit_breakpoint(frame, line_event=line_event)
 
 
 _instrument.handler = hit

@@ -793,3 +793,27 @@ def test_tool_id_taken_falls_back_to_settrace(requested: str) -> None:
         ]
     else:
         assert notices == []
+
+
+def test_condition_changed_at_a_stop_holds_in_the_suspended_coroutine(
+    backend: str, make_debugger: MakeDebugger
+) -> None:
+    """A condition changed at a stop applies to the running coroutine, once a pass."""
+    line = line_of(PROGRAM, "channel-bp")
+    values: list[Any] = []
+
+    def change_condition(dbg: ScriptedDebugger, frame: types.FrameType) -> None:
+        values.append(frame.f_locals["number"])
+        (bp,) = dbg.get_breaks(PROGRAM, line)
+        bp.cond = "number == 20"  # what pdb's ``condition 1 number == 20`` does
+        dbg.set_continue()
+
+    dbg = make_debugger([change_condition, recording("number", values)])
+    assert dbg.set_break(PROGRAM, line, cond="number > 5") is None
+    assert dbg.run(program.call, program.channel_pipeline, 30, start="continue") == 30
+    assert values == [6, 20]
+    assert [stop.text for stop in dbg.stops] == ["log.append(number)"] * 2
+    (bp,) = dbg.get_breaks(PROGRAM, line)
+    # Every pass counted; the pass where the condition changed may count twice
+    # with the monitoring backend (its old code's LINE event and its hook).
+    assert bp.hits in ((30,) if backend == "settrace" else (30, 31))

@@ -247,3 +247,23 @@ def sum_numbers(n: int) -> int:
     for i in numbers(n):  # mark: for-call-line
         total += i
     return total
+
+
+# -- a condition changed at a stop, the coroutine still in the old code -------
+
+
+async def channel_worker(receive: Any, log: list[int]) -> None:
+    async for number in receive:
+        log.append(number)  # mark: channel-bp
+        await trio.lowlevel.checkpoint()
+
+
+async def channel_pipeline(n: int) -> int:
+    log: list[int] = []
+    send, receive = trio.open_memory_channel[int](0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(channel_worker, receive, log, name="worker")
+        async with send:
+            for number in range(n):
+                await send.send(number)
+    return len(log)
