@@ -53,6 +53,10 @@ control: the hot-line breakpoint with a condition that holds (``steps > 0``)
 must stop the program, so no contender can look fast by ignoring
 breakpoints.
 
+A second table gives the same runs in CPU time (user + system of every
+process of the run, from ``getrusage(RUSAGE_CHILDREN)``), which a busy
+machine disturbs far less than wall time.
+
 Each cell is the minimum of ``--repeat`` runs (default 3), except that a cell
 whose runs add up to more than ``REPEAT_BUDGET`` seconds is not run again
 (noise weighs little on runs that long).  In each round the contenders run
@@ -77,6 +81,7 @@ import fcntl
 import hashlib
 import os
 import pty
+import resource
 import select
 import shutil
 import signal
@@ -689,6 +694,8 @@ class Results:
     contenders: list[Contender]
     unavailable: dict[str, str]  # contender name -> what its cells say
     times: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    #: CPU seconds (user + system) of every process of each run.
+    cpu: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     failures: dict[tuple[str, str], str] = field(default_factory=dict)
     controls: dict[str, str] = field(default_factory=dict)
 
@@ -741,6 +748,7 @@ def bench(
                 so_far = results.times.setdefault(key, [])
                 if key in results.failures or sum(so_far) > REPEAT_BUDGET:
                     continue
+                before = children_cpu()
                 try:
                     seconds = timed_run(
                         contender, target, scenario, timeouts[scenario.label]
@@ -750,6 +758,7 @@ def bench(
                     progress(f"{contender.name} | {scenario.label}: FAILED")
                     continue
                 so_far.append(seconds)
+                results.cpu.setdefault(key, []).append(children_cpu() - before)
                 progress(
                     f"round {round_index + 1}/{repeat} {contender.name}"
                     f" | {scenario.label}: {seconds:.2f} s"
@@ -758,6 +767,35 @@ def bench(
         if contender is not BASELINE:
             results.controls[contender.name] = stops_when_true(contender, target)
     return results
+
+
+def children_cpu() -> float:
+    """CPU seconds of every child process waited for so far (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_table(results: Results) -> list[str]:
+    """The same runs in CPU time: steadier than wall time on a busy machine."""
+    cases = results.scenarios
+    lines = [
+        "",
+        "CPU time (user + system, every process of the run), as a ratio to plain"
+        " python's:",
+        "",
+        "| contender | " + " | ".join(s.label for s in cases) + " |",
+        "|---|" + "---:|" * len(cases),
+    ]
+    for contender in results.contenders:
+        if contender.name in results.unavailable:
+            continue
+        cells = []
+        for scenario in cases:
+            base = results.cpu.get((BASELINE.name, scenario.label))
+            found = results.cpu.get((contender.name, scenario.label))
+            cells.append(ratio(min(found) / min(base)) if base and found else "n/a")
+        lines.append(f"| {contender.name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def ratio(value: float) -> str:
@@ -817,6 +855,7 @@ def render(results: Results, repeat: int) -> list[str]:
         lines.append(
             f"\\* fewer than {repeat} runs: their runs took over {REPEAT_BUDGET:.0f} s."
         )
+    lines += cpu_table(results)
     if notes:
         lines += ["", "Failures:", ""]
         lines += [
