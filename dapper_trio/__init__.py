@@ -48,6 +48,13 @@ if TYPE_CHECKING:
     from ._lifecycle import OperationAborted as OperationAborted
     from ._lifecycle import TransitionStream as TransitionStream
     from ._lifecycle import WatchOverflowError as WatchOverflowError
+    from ._pool import PoolStatistics as PoolStatistics
+    from ._pool import WorkerInfo as WorkerInfo
+    from ._pool import WorkerPool as WorkerPool
+    from ._pool import WorkerStartError as WorkerStartError
+    from ._pool import WorkerTransition as WorkerTransition
+    from ._pool import WorkerTransitionStream as WorkerTransitionStream
+    from ._pool import open_worker_pool as open_worker_pool
     from ._states import BackendLifecycleState as BackendLifecycleState
     from ._states import LifecycleError as LifecycleError
     from ._states import StateMachine as StateMachine
@@ -96,6 +103,13 @@ _EXPORTS: dict[str, str] = {
     "OperationAborted": "_lifecycle",
     "TransitionStream": "_lifecycle",
     "WatchOverflowError": "_lifecycle",
+    "PoolStatistics": "_pool",
+    "WorkerInfo": "_pool",
+    "WorkerPool": "_pool",
+    "WorkerStartError": "_pool",
+    "WorkerTransition": "_pool",
+    "WorkerTransitionStream": "_pool",
+    "open_worker_pool": "_pool",
     "BackendLifecycleState": "_states",
     "LifecycleError": "_states",
     "StateMachine": "_states",
@@ -134,6 +148,7 @@ __all__ = [
     "LocalProtocolError",
     "OperationAborted",
     "Peer",
+    "PoolStatistics",
     "Portal",
     "ProcessDied",
     "ProtocolError",
@@ -146,7 +161,12 @@ __all__ = [
     "TransportError",
     "UnknownMethod",
     "WatchOverflowError",
+    "WorkerInfo",
+    "WorkerPool",
+    "WorkerStartError",
     "WorkerState",
+    "WorkerTransition",
+    "WorkerTransitionStream",
     "__version__",
     "breakpoint",
     "connect",
@@ -155,6 +175,7 @@ __all__ = [
     "new_token",
     "open_actor_nursery",
     "open_listener",
+    "open_worker_pool",
     "post_mortem",
     "run",
     "set_trace",
