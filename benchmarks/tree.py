@@ -1,6 +1,6 @@
 """Debug mode of actor trees: spawn-to-ready, terminal handoff, 20 breakpoints.
 
-Run ``python benchmarks/tree.py`` (about a minute) or ``--quick``.  Three
+Run ``python benchmarks/tree.py`` (about a minute) or ``--quick``.  Four
 tables, each against a baseline measured in the same run (only ratios mean
 anything on a shared machine):
 
@@ -13,16 +13,25 @@ anything on a shared machine):
    trip in one process (``p 1`` -> prompt);
 3. N actors that each hit one breakpoint, the user answering ``c`` at each
    prompt at once: launch to exit, against the same program with
-   ``PYTHONBREAKPOINT=0`` (the breakpoints do nothing).
+   ``PYTHONBREAKPOINT=0`` (the breakpoints do nothing);
+4. what joining a session costs every Python process a debugged program
+   starts (the ``sitecustomize`` hook, see ``dapper_trio._tree_join``):
+   ``python -c pass`` with the session in its environment, against without.
 
-Target: handoff under 50 ms.
+Target: handoff under 50 ms.  Most of a handoff used to be the next
+process importing pdbpp's line editor and building its reader for its
+first REPL; it now does that while it waits
+(``dapper_trio._actor_debug._prepare_repl``).  The machine's load shows in
+every row: compare the handoff with the round trip.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +41,7 @@ import pexpect
 import trio
 
 import dapper_trio
+from dapper_trio._tree_join import HOOK_DIR, PATH_ENV, SESSION_ENV
 
 WORKLOADS = Path(__file__).resolve().parent / "workloads"
 PROMPT = r"\(Pdb\+\+\) "
@@ -124,6 +134,21 @@ def serve_all(count: int, *, breakpoints: bool) -> float:
     return time.perf_counter() - started
 
 
+def hook_startup(rounds: int) -> tuple[list[float], list[float]]:
+    """``python -c pass`` without and with a session in its environment."""
+    plain = _env()
+    joined = _env(PYTHONPATH=HOOK_DIR)
+    joined[SESSION_ENV] = json.dumps({"address": "unix:@nowhere", "token": "0"})
+    joined[PATH_ENV] = "1\x1froot"
+    samples: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for env, into in ((plain, samples[0]), (joined, samples[1])):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
+            into.append(time.perf_counter() - started)
+    return samples
+
+
 def _ms(values: list[float]) -> str:
     return f"{1000 * statistics.median(values):8.1f} ms"
 
@@ -180,6 +205,15 @@ def main() -> None:
     )
     extra = (statistics.median(totals) - statistics.median(plain)) / racers
     print(f"| per REPL, over no REPL | {1000 * extra:8.1f} ms | |")
+
+    without, with_hook = hook_startup(10 if args.quick else 30)
+    print("\n4. start-up of a Python process a debugged program starts (medians)\n")
+    print("| what | time | ratio |\n|---|---:|---:|")
+    print(f"| python -c pass | {_ms(without)} | 1.00 |")
+    print(
+        f"| python -c pass, joining the session | {_ms(with_hook)} |"
+        f" {statistics.median(with_hook) / statistics.median(without):5.2f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -48,10 +48,13 @@ process of the foreground process group, and the tree must be cancelled in
 order, from the root, rather than every process raising
 ``KeyboardInterrupt`` at once.
 
-Debug mode: at start-up the child connects its debug session to the
-root's terminal lock (``_actor_debug.join_tree``), and a call that raises
-opens a post-mortem REPL first if the ``crash_repl`` policy says so; the
-error is reported to the parent when the user leaves it.  While a REPL
+Every child records its path from the root in the debugging session's
+environment, if there is one (``_tree_join.adopt_path``), so that processes
+it starts some other way know their parent.  Debug mode: at start-up the
+child connects its debug session to the root's terminal lock
+(``_actor_debug.join_tree``), and a call that raises opens a post-mortem
+REPL first if the ``crash_repl`` policy says so; the error is reported to
+the parent when the user leaves it.  While a REPL
 runs, this process's trio loop is blocked: the parent's messages wait, and
 the parent, which knows (it watches the root's lock), waits too.
 
@@ -80,6 +83,7 @@ from ._actor_codec import dumps, loads, resolve_function, set_main_info
 from ._actor_context import Actor, ChildConfig, set_current_actor
 from ._actor_errors import describe_exception
 from ._ipc import Address, Channel, ConnectionLost, HandshakeError, connect
+from ._tree_join import adopt_path
 from ._wire import LocalProtocolError
 
 
@@ -279,6 +283,8 @@ def main(config_text: str) -> None:
         crash_repl=config.crash_repl,
     )
     set_current_actor(actor)
+    # Processes this actor starts some other way know it as their parent.
+    adopt_path(actor.path)
     if config.debug_mode and config.tree_address is not None:
         from ._actor_debug import join_tree
 

@@ -88,7 +88,8 @@ actor is stopped.  The actor's stdout and stderr are the parent's.
 
 Debug mode (``_actor_debug``, ``_tree_lock``): a debug-mode nursery makes
 sure the tree's terminal lock exists (started here if this process is the
-tree's root), passes its address, token and the terminal's descriptor to
+tree's root and no ``dapper-trio run`` session serves one already: see
+``_tree_join``), passes its address, token and the terminal's descriptor to
 each child, and reports each child started and reaped to the root.  Every
 grace-period wait of the ladder (and of a cancelled call) runs on a clock
 that stops while any process of the child's subtree holds or waits for the

@@ -151,6 +151,7 @@ def main() -> None:
             options,
             session=session,
             sigint_ignored=bool(info.get("sigint_ignored", False)),
+            share_terminal=True,
         )
     except LaunchError as exc:
         print(f"dapper-trio: error: {exc}", file=sys.stderr)

@@ -29,6 +29,7 @@ from ._targets import LaunchError as LaunchError
 from ._targets import RunOptions as RunOptions
 from ._targets import Target as Target
 from ._targets import resolve as resolve
+from ._tree_join import open_session
 
 __tracebackhide__ = True
 
@@ -39,14 +40,19 @@ def run_program(
     *,
     session: DebugSession | None = None,
     sigint_ignored: bool | None = None,
+    share_terminal: bool | None = None,
 ) -> int:
     """Run *target* under the debugger in this process; return its exit status.
 
     A KeyboardInterrupt that reaches the top (two Ctrl-C presses) ends this
     process the way Python does: killed by SIGINT.  If SIGINT was ignored
     when the program was started (*sigint_ignored*, default: as it is now),
-    it stays ignored, as under plain python.
+    it stays ignored, as under plain python.  With *share_terminal*
+    (``dapper-trio run``; default: when no *session* is given) every process
+    the program starts joins this one's terminal session (see _tree_join).
     """
+    if share_terminal is None:
+        share_terminal = session is None
     if session is None:
         session = get_session()
     if sigint_ignored is None:
@@ -94,6 +100,7 @@ def run_program(
     else:
         debugger.set_continue()
         debugger._arm(here)
+    end_session = open_session(session) if share_terminal else _nothing
     try:
         if code is not None:
             _exec_as_main(code, main_file)
@@ -108,6 +115,7 @@ def run_program(
         return _report_uncaught(exc, session)
     finally:
         sys.settrace(None)
+        end_session()
     return 0
 
 
@@ -244,3 +252,7 @@ def _die_by_sigint() -> None:
             pass
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGINT)
+
+
+def _nothing() -> None:
+    return None

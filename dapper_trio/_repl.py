@@ -160,7 +160,8 @@ class TrioPdb(TaskAwareBdb, pdbpp.Pdb):  # type: ignore[misc]
         """Run the REPL for one stop (serialised with every other REPL)."""
         with self.session.repl_turn(self, frame, tb_or_exc) as allowed:
             if not allowed:
-                self.set_continue()
+                if not self.quitting:  # (turned away: the program is quitting)
+                    self.set_continue()
                 return
             self._announce()
             self._view_task = None

@@ -109,8 +109,14 @@ QUIT_MESSAGE = "[dapper-trio] debugger quit: the program was stopped."
 class TreeTerminal(Protocol):
     """A terminal shared by a process tree (set by ``_actor_debug`` in debug mode)."""
 
-    def hold(self, debugger: TrioPdb) -> contextlib.AbstractContextManager[None]:
-        """Wait for the tree's terminal and hold it around one REPL."""
+    def hold(self, debugger: TrioPdb) -> contextlib.AbstractContextManager[bool]:
+        """Wait for the tree's terminal and hold it around one REPL.
+
+        Yields False, holding nothing, if the program is quitting.
+        """
+
+    def busy(self) -> bool:
+        """True while another process of the tree holds or waits for it."""
 
     def procs(self) -> list[str]:
         """The tree's processes, one line each (the ``procs`` command)."""
@@ -211,12 +217,20 @@ class DebugSession:
             self._waiting_threads.discard(me)
         try:
             self._pending_pause_at = None
-            if not _stdin_is_terminal():
-                _say_no_terminal(debugger, frame, tb)
-                yield False
-                return
             tree = self.tree
-            with tree.hold(debugger) if tree is not None else contextlib.nullcontext():
+            hold = contextlib.nullcontext(True) if tree is None else tree.hold(debugger)
+            with hold as granted:
+                if not granted:
+                    # A user quit in another process: the program is stopping.
+                    debugger.set_quit()
+                    self.quit_requested = True
+                    self.disabled = True
+                    yield False
+                    return
+                if not _stdin_is_terminal():
+                    _say_no_terminal(debugger, frame, tb)
+                    yield False
+                    return
                 outer = (self._repl_thread, self._repl_debugger)
                 self._repl_thread = threading.get_ident()
                 self._repl_debugger = debugger
@@ -322,6 +336,9 @@ class DebugSession:
             # A REPL is open (in another thread, or still drawing): Ctrl-C
             # never kills or cancels anything then.
             return
+        tree = self.tree
+        if tree is not None and tree.busy():
+            return  # nor while one is open or awaited in another process
         if not self.supervise_sigint or self.disabled:
             self._ki_fallback(signum, frame)
             return
@@ -535,4 +552,7 @@ def get_session() -> DebugSession:
             if _SESSION is None:
                 _SESSION = DebugSession()
                 _SESSION.install_excepthook()
+                from ._tree_join import join_from_environment
+
+                join_from_environment()  # a process of a debugged program
     return _SESSION

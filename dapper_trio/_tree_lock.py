@@ -26,18 +26,23 @@ Things that don't work.
 
 The design.  The process that starts a debug-mode tree (its *root*) runs a
 ``TreeLockServer`` in a thread of its own: a ``selectors`` loop over a unix
-socket in a private directory.  Its address and a random token travel down
-the tree in each child's configuration, so every process connects to the
-root directly (lazily: on its first REPL or its first child).  Messages are
-``_wire`` frames: a HANDSHAKE with the token first, then EVENT frames whose
-payload is ``{"op": ..., ...}``:
+socket (on Linux in the abstract namespace: no file to leave behind if the
+root is killed; elsewhere in a private directory).  Its address and a
+random token travel down the tree in each child's configuration (and, for
+processes started another way, in the environment: see ``_tree_join``), so
+every process connects to the root directly (lazily: on its first REPL or
+its first child).  Messages are ``_wire`` frames: a HANDSHAKE with the
+token first, then EVENT frames whose payload is ``{"op": ..., ...}``:
 
 ============  ========================================  ===================
 op            from                                      answer
 ============  ========================================  ===================
 ``hello``     every connection, first (with token)      --
-``acquire``   a process that wants the terminal         ``granted``, FIFO
-``release``   the holder, when its REPL ends            --
+``acquire``   a process that wants the terminal         ``granted``, FIFO;
+                                                        ``quit`` once the
+                                                        program is quitting
+``release``   the holder, when its REPL ends (with      --
+              ``quit: true`` if the user quit)
 ``started``   a parent, after spawning a child          --
 ``exited``    a parent, after reaping a child           --
 ``procs``     the holder (the ``procs`` command)        ``procs``
@@ -53,19 +58,30 @@ process died.  ``watch`` connections get ``busy`` each time "some process
 under this path holds or waits for the terminal" changes: that is how a
 parent knows not to start its stop ladder's clock.
 
-Output.  When the root's standard output is a terminal, the server also
-owns the terminal's output: the root's fds 1 and 2 are redirected to pipes
-(children inherit them, at any depth), and the server thread copies what
-arrives to the real terminal -- unless a REPL is open, in which case it is
-held, and written when the REPL ends, before the next one is granted.  A
-process holding the terminal points its own fds 1 and 2 back at the real
-terminal (a descriptor inherited down the tree) for the length of its REPL.
+Quitting.  A holder that leaves its REPL because the user quit says so in
+its ``release``: the program is quitting, so no REPL opens any more.  Every
+waiter, and every later ``acquire``, is answered ``quit`` at once (that
+process then quits where it stands, as if the user had typed ``q`` there),
+and the server calls its ``on_quit`` hook if the quitter was a process the
+actor runtime does not relay errors for (the root then stops the program).
 
-Known holes.  Descendants started another way (``subprocess``,
-``multiprocessing``) write to the same pipes but take no part in the lock.
-A process whose loop is blocked for another reason while its child dies
-still learns of the death late; the root does not.  The token travels in the
-environment, as the actor runtime's does.
+Output.  When the root's standard output is a terminal and a debug-mode
+actor tree is open, the server also owns the terminal's output: the root's
+fds 1 and 2 are redirected to pipes (children inherit them, at any depth;
+``attach_output``), and the server thread copies what arrives to the real
+terminal -- unless a REPL is open, in which case it is held, and written
+when the REPL ends, before the next one is granted.  A process holding the
+terminal points its own fds 1 and 2 back at the real terminal for the length
+of its REPL.
+
+Latency.  A handoff is one ``release`` frame, one ``granted`` frame, and
+no timer anywhere: the server blocks in ``select`` and the waiter in
+``recv``.  A waiter asks first (``request``), then prepares its REPL while
+it waits (see ``_actor_debug``), then reads its answer (``wait``).
+
+Known holes.  A process whose loop is blocked for another reason while its
+child dies still learns of the death late; the root does not.  The token
+travels in the environment, as the actor runtime's does.
 """
 
 from __future__ import annotations
@@ -75,13 +91,16 @@ import contextlib
 import dataclasses
 import hmac
 import os
+import queue
 import select
 import selectors
 import signal
 import socket
+import sys
 import threading
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Literal
 
 import trio
 
@@ -93,6 +112,7 @@ __all__ = [
     "SubtreeWatch",
     "TreeLockClient",
     "TreeLockServer",
+    "Turn",
     "watch_subtree",
 ]
 
@@ -102,6 +122,9 @@ _READ_SIZE = 65536
 _CONNECT_TIMEOUT = 5.0
 
 Path = tuple[str, ...]
+#: What a member is: the tree's root, a child actor (its errors, a quit
+#: included, travel up to its parent), or another process of the program.
+Kind = Literal["root", "actor", "process"]
 
 
 def _format_path(path: Sequence[str]) -> str:
@@ -132,6 +155,7 @@ class ProcessInfo:
     path: Path
     returncode: int | None = None
     lost: bool = False  # its connection ended before its parent reported it
+    kind: Kind = "actor"
 
 
 class LockTable:
@@ -147,14 +171,19 @@ class LockTable:
         self.members: dict[int, ProcessInfo] = {}
         self.processes: dict[int, ProcessInfo] = {}  # by pid
         self.notices: list[str] = []  # for the next holder
+        #: Set when a holder quit: the program is stopping, no REPL opens.
+        self.quitting = False
 
     # -- membership ------------------------------------------------------
 
-    def join(self, member: int, *, name: str, pid: int, path: Path) -> None:
+    def join(
+        self, member: int, *, name: str, pid: int, path: Path, kind: Kind = "actor"
+    ) -> None:
         """A process connected."""
         info = self.processes.get(pid)
         if info is None or info.path != path:
-            info = self.processes[pid] = ProcessInfo(name, pid, path)
+            info = self.processes[pid] = ProcessInfo(name, pid, path, kind=kind)
+        info.kind = kind
         self.members[member] = info
 
     def started(self, *, name: str, pid: int, path: Path) -> None:
@@ -191,6 +220,8 @@ class LockTable:
 
     def acquire(self, member: int) -> bool:
         """*member* asks for the terminal; True if it got it at once."""
+        if self.quitting:
+            raise ValueError("the program is quitting: no REPL opens any more")
         if self.holder == member or member in self.waiters:
             raise ValueError(f"member {member} already holds or waits")
         self.waiters.append(member)
@@ -202,6 +233,20 @@ class LockTable:
             raise ValueError(f"member {member} does not hold the terminal")
         self.holder = None
         return self._grant_next()
+
+    def quit(self, member: int) -> list[int]:
+        """*member* leaves its REPL by quitting; return the waiters turned away.
+
+        From now on the program is quitting: nobody holds or waits, and
+        ``acquire`` refuses.
+        """
+        if self.holder != member:
+            raise ValueError(f"member {member} does not hold the terminal")
+        self.holder = None
+        self.quitting = True
+        turned_away = list(self.waiters)
+        self.waiters.clear()
+        return turned_away
 
     def take_notices(self) -> list[str]:
         """The death notices the next holder is to show (and forget them)."""
@@ -221,6 +266,20 @@ class LockTable:
         """True while any process holds or waits for the terminal."""
         return self.holder is not None or bool(self.waiters)
 
+    def busy_elsewhere(self, pid: int) -> bool:
+        """True while a process other than *pid* holds or waits.
+
+        (The root asks this about itself: its own REPLs it knows of, and
+        its ``release`` may not have been read yet.)
+        """
+        involved = list(self.waiters)
+        if self.holder is not None:
+            involved.append(self.holder)
+        return any(
+            (info := self.members.get(member)) is None or info.pid != pid
+            for member in involved
+        )
+
     def busy_under(self, prefix: Path) -> bool:
         """True while a process at or under *prefix* holds or waits."""
         involved = list(self.waiters)
@@ -234,11 +293,12 @@ class LockTable:
 
     def state_of(self, info: ProcessInfo) -> str:
         """One process's state, as ``procs`` shows it."""
-        member_of = {id(m): k for k, m in self.members.items()}
-        member = member_of.get(id(info))
-        if member is not None and member == self.holder:
+        # (A process can be two members: the root's own REPLs take the
+        # terminal as member 0, beside its client connection.)
+        members = [k for k, m in self.members.items() if m is info]
+        if self.holder is not None and self.holder in members:
             return "in the REPL"
-        if member is not None and member in self.waiters:
+        if any(member in self.waiters for member in members):
             return "waiting for the REPL"
         if info.returncode is not None:
             return describe_returncode(info.returncode)
@@ -247,18 +307,64 @@ class LockTable:
         return "running"
 
     def render(self) -> list[str]:
-        """The process tree, one line per process, indented by depth."""
-        rows = sorted(self.processes.values(), key=lambda info: (info.path, info.pid))
-        width = max((2 * len(info.path) + len(info.name) for info in rows), default=0)
+        """The process tree, one line per process, indented by depth.
+
+        A process between two known ones that never connected (started
+        outside the actor runtime, and never asked for the terminal) gets a
+        line of its own, without a pid.
+        """
+        known = {info.path for info in self.processes.values()}
+        rows: list[tuple[Path, int, str, str]] = [
+            (info.path, info.pid, f"pid {info.pid:<7}", self.state_of(info))
+            for info in self.processes.values()
+        ]
+        for info in self.processes.values():
+            for depth in range(1, len(info.path)):
+                prefix = info.path[:depth]
+                if prefix not in known:
+                    known.add(prefix)
+                    rows.append((prefix, 0, f"{'':<11}", "(not connected)"))
+        rows.sort(key=lambda row: (row[0], row[1]))
+        width = max((2 * len(path) + len(path[-1]) for path, *_ in rows), default=0)
         lines = []
-        for info in rows:
-            label = "  " * (len(info.path) - 1) + info.name
-            lines.append(f"{label:<{width}}  pid {info.pid:<7}  {self.state_of(info)}")
+        for path, _, pid, state in rows:
+            label = "  " * (len(path) - 1) + path[-1]
+            lines.append(f"{label:<{width}}  {pid}  {state}")
         return lines
 
 
 # ---------------------------------------------------------------------------
 # The server: a thread with a selectors loop.
+
+
+_ABSTRACT_NAMESPACE = sys.platform.startswith("linux")
+
+
+def _bind() -> tuple[socket.socket, str, Callable[[], None]]:
+    """A listening socket for the lock: (socket, address text, undo).
+
+    On Linux in the abstract namespace (the address is ``unix:@NAME``): no
+    file, so a root killed by a signal leaves nothing behind.  Elsewhere a
+    socket file in a private directory.
+    """
+    if _ABSTRACT_NAMESPACE:
+        name = f"dapper-trio-tree-{new_token()[:32]}"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(f"\0{name}")
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+        return sock, f"unix:@{name}", sock.close
+    bound = bind_listening_socket()  # pragma: no cover - not Linux
+    return bound.sock, str(bound.address), bound.close  # pragma: no cover
+
+
+def _socket_path(address: str) -> str:
+    """What to connect to for *address* (``unix:@NAME``: the abstract NAME)."""
+    path = Address.parse(address).path
+    return f"\0{path[1:]}" if path.startswith("@") else path
 
 
 class _Conn:
@@ -275,43 +381,60 @@ class _Conn:
 class TreeLockServer:
     """The root's terminal lock, in a thread (see the module's docstring).
 
-    ``start()`` binds and starts the thread; ``stop()`` writes out any held
-    output, closes every connection, removes the socket file, and joins.
+    ``start()`` starts the thread; ``stop()`` writes out any held output,
+    closes every connection and the listening socket, and joins.
     *output* pairs a pipe's read end with the terminal descriptor what it
-    carries is written to.
+    carries is written to (more can be attached later: ``attach_output``).
+    *on_quit* is called, in the server's thread, when a process that is not
+    a child actor quits the debugger.
     """
 
     def __init__(
-        self, *, root: ProcessInfo, output: Sequence[tuple[int, int]] = ()
+        self,
+        *,
+        root: ProcessInfo,
+        output: Sequence[tuple[int, int]] = (),
+        on_quit: Callable[[], object] | None = None,
     ) -> None:
         self.token = new_token()
         self.table = LockTable()
-        self.table.join(0, name=root.name, pid=root.pid, path=root.path)
-        self._output = list(output)
+        self.table.join(0, name=root.name, pid=root.pid, path=root.path, kind="root")
+        self._output: list[tuple[int, int]] = []
+        self._initial_output = list(output)
         self._held: list[tuple[int, bytes]] = []
-        self._bound = bind_listening_socket()
-        self.address: Address = self._bound.address
+        self._on_quit = on_quit
+        self._listener, self.address, self._unbind = _bind()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
+        self._commands: queue.SimpleQueue[
+            tuple[Callable[..., None], tuple[Any, ...], threading.Event]
+        ] = queue.SimpleQueue()
         self._conns: dict[int, _Conn] = {}
         self._next_member = 1
         self._thread = threading.Thread(
             target=self._run, name="dapper-trio tree lock", daemon=True
         )
         self._stopping = False
+        #: Held while the service thread handles an event, and by this
+        #: process's own REPLs taking the terminal without a round trip
+        #: (``acquire_here``).
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
 
     @property
     def busy(self) -> bool:
         """True while any process holds or waits for the terminal (any thread)."""
         return self.table.busy
 
+    def busy_elsewhere(self) -> bool:
+        """True while a process other than this one holds or waits (any thread)."""
+        return self.table.busy_elsewhere(os.getpid())
+
     def start(self) -> None:
-        self._bound.sock.setblocking(False)
-        self._selector.register(self._bound.sock, selectors.EVENT_READ, "listen")
+        self._listener.setblocking(False)
+        self._selector.register(self._listener, selectors.EVENT_READ, "listen")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        for read_fd, _ in self._output:
-            os.set_blocking(read_fd, False)
-            self._selector.register(read_fd, selectors.EVENT_READ, "output")
+        self._attach(self._initial_output)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -324,33 +447,121 @@ class TreeLockServer:
         for conn in self._conns.values():
             conn.sock.close()
         self._conns.clear()
-        self._bound.close()
+        self._unbind()
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+    def attach_output(self, output: Sequence[tuple[int, int]]) -> None:
+        """Copy each pipe to its terminal descriptor from now on (any thread)."""
+        self._in_thread(self._attach, list(output))
+
+    def detach_output(self) -> None:
+        """Write out what the pipes hold and stop reading them (any thread).
+
+        Returns once that is done; the descriptors are the caller's to close.
+        """
+        self._in_thread(self._detach)
+
+    def _in_thread(self, fn: Callable[..., None], *args: Any) -> None:
+        if not self._thread.is_alive():
+            fn(*args)  # not started, or stopped: nobody else touches the state
+            return
+        done = threading.Event()
+        self._commands.put((fn, args, done))
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        done.wait(_CONNECT_TIMEOUT)
 
     # -- the loop --------------------------------------------------------
 
     def _run(self) -> None:
         while not self._stopping:
             for key, _ in self._selector.select():
-                what = key.data
-                if what == "listen":
-                    self._accept()
-                elif what == "wake":
-                    with contextlib.suppress(OSError):
-                        os.read(self._wake_r, 512)
-                elif what == "output":
-                    self._pump(key.fd)
-                else:
-                    self._read(what)
+                with self._lock:
+                    self._dispatch(key)
+        with self._lock:
+            self._run_commands()
         # Last words: whatever the pipes still hold goes out.
         self._flush_held()
         for read_fd, _ in self._output:
             self._pump(read_fd, drain=True, hold=False)
 
+    def _dispatch(self, key: selectors.SelectorKey) -> None:
+        what = key.data
+        if what == "listen":
+            self._accept()
+        elif what == "wake":
+            with contextlib.suppress(OSError):
+                os.read(self._wake_r, 512)
+            self._run_commands()
+        elif what == "output":
+            self._pump(key.fd)
+        else:
+            self._read(what)
+
+    # -- this process's own REPLs ---------------------------------------------
+
+    def acquire_here(self) -> Turn | None:
+        """Take the terminal for this (the serving) process if it is free now.
+
+        No round trip through the service thread: the common case of a
+        program debugged alone pays nothing for the tree.  None if another
+        process holds or waits (ask through a client then, and wait).
+        """
+        if os.getpid() != self._pid or not self._thread.is_alive():
+            return None  # a forked child's copy of the service: not the service
+        with self._lock:
+            table = self.table
+            if table.quitting:
+                return Turn([], quitting=True)
+            if table.holder is not None or table.waiters:
+                return None
+            table.acquire(0)
+            self._flush_held()
+            for read_fd, _ in self._output:
+                self._pump(read_fd, drain=True, hold=False)
+            notices = table.take_notices()
+            self._notify_watchers()
+            return Turn(notices)
+
+    def release_here(self, *, quit: bool = False) -> None:
+        """Give back the terminal ``acquire_here`` took."""
+        with self._lock:
+            if self.table.holder != 0:
+                return
+            if quit:
+                self._quit(0)
+            else:
+                self._hand_over(self.table.release(0))
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                fn, args, done = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fn(*args)
+            finally:
+                done.set()
+
+    def _attach(self, output: list[tuple[int, int]]) -> None:
+        for read_fd, dest in output:
+            os.set_blocking(read_fd, False)
+            self._selector.register(read_fd, selectors.EVENT_READ, "output")
+            self._output.append((read_fd, dest))
+
+    def _detach(self) -> None:
+        self._flush_held()
+        for read_fd, _ in self._output:
+            self._pump(read_fd, drain=True, hold=False)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(read_fd)
+        self._output = []
+
     def _accept(self) -> None:
         try:
-            sock, _ = self._bound.sock.accept()
+            sock, _ = self._listener.accept()
         except OSError:
             return
         sock.setblocking(True)
@@ -389,11 +600,13 @@ class TreeLockServer:
                 conn.watch = tuple(body["watch"])
                 self._notify_watchers()
             else:
+                kind_of = body.get("kind", "actor")
                 self.table.join(
                     conn.member,
                     name=str(body["name"]),
                     pid=int(body["pid"]),
                     path=tuple(body["path"]),
+                    kind=kind_of if kind_of in ("root", "process") else "actor",
                 )
             return True
         if kind != FrameKind.EVENT or not isinstance(body, dict):
@@ -401,11 +614,15 @@ class TreeLockServer:
         op = body.get("op")
         table = self.table
         if op == "acquire":
-            if table.acquire(conn.member):
+            if table.quitting:
+                self._turn_away(conn.member)
+            elif table.acquire(conn.member):
                 self._grant(conn.member)
             self._notify_watchers()
         elif op == "release":
-            if table.holder == conn.member:
+            if table.holder == conn.member and body.get("quit"):
+                self._quit(conn.member)
+            elif table.holder == conn.member:
                 self._hand_over(table.release(conn.member))
         elif op == "started":
             table.started(name=body["name"], pid=body["pid"], path=tuple(body["path"]))
@@ -435,6 +652,23 @@ class TreeLockServer:
         elif self.table.holder is None:
             self._flush_held()
         self._notify_watchers()
+
+    def _quit(self, member: int) -> None:
+        # The holder's user quit: nobody else gets a REPL; what was held
+        # goes out; the root stops the program if the actor runtime will
+        # not carry the quit up (see on_quit).
+        for waiter in self.table.quit(member):
+            self._turn_away(waiter)
+        self._flush_held()
+        self._notify_watchers()
+        info = self.table.members.get(member)
+        if self._on_quit is not None and info is not None and info.kind == "process":
+            self._on_quit()
+
+    def _turn_away(self, member: int) -> None:
+        conn = self._conns.get(member)
+        if conn is not None and not self._send(conn, {"op": "quit"}):
+            self._drop(conn)
 
     def _grant(self, member: int) -> None:
         # Before the REPL starts: what was held, then what the pipes hold
@@ -515,27 +749,78 @@ class TreeLockUnavailable(Exception):
     """The root's lock service cannot be reached (it ended, or never was)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Turn:
+    """The root's answer to a request for the terminal."""
+
+    #: Death notices to show before the REPL (who died holding the terminal).
+    notices: list[str]
+    #: The program is quitting: no REPL opens; quit where you stand.
+    quitting: bool = False
+
+
 class TreeLockClient:
     """One process's connection to the root's lock service (made on first use).
 
-    ``acquire()`` blocks its thread until the terminal is granted; the
-    process's own REPL lock (``DebugSession.repl_turn``) makes sure only one
-    thread of the process asks at a time, so answers are read by the thread
-    that asked.  Notifications may be sent from any thread.
+    ``request()`` then ``wait()`` (or ``acquire()``, both) blocks its thread
+    until the terminal is granted; the process's own REPL lock
+    (``DebugSession.repl_turn``) makes sure only one thread of the process
+    asks at a time, so answers are read by the thread that asked.
+    Notifications may be sent from any thread.  In a child made by
+    ``os.fork()`` the client starts afresh (a new connection, as the new
+    process), named by ``rename()``.
     """
 
     def __init__(
-        self, address: str, token: str, *, name: str, pid: int, path: Path
+        self,
+        address: str,
+        token: str,
+        *,
+        name: str,
+        pid: int,
+        path: Path,
+        kind: Kind = "actor",
     ) -> None:
-        self._address = Address.parse(address)
+        self._path = _socket_path(address)
         self._token = token
-        self._hello = {"token": token, "name": name, "pid": pid, "path": list(path)}
+        self._hello: dict[str, Any] = {
+            "token": token,
+            "name": name,
+            "pid": pid,
+            "path": list(path),
+            "kind": kind,
+        }
         self._sock: socket.socket | None = None
         self._decoder = FrameDecoder(
             peer="tree lock service", max_frame_size=_MAX_FRAME
         )
         self._send_lock = threading.Lock()
         self._broken = False
+        _forget_after_fork.add(self)
+
+    @property
+    def path(self) -> Path:
+        """This process's path from the root, as the root knows it."""
+        return tuple(self._hello["path"])
+
+    def rename(self, *, name: str, path: Path, kind: Kind | None = None) -> None:
+        """Change who this process says it is (before it first connects)."""
+        self._hello.update(name=name, path=list(path), pid=os.getpid())
+        if kind is not None:
+            self._hello["kind"] = kind
+
+    def _after_fork(self) -> None:
+        # In the child: the connection is the parent's.  Closing this copy
+        # of its descriptor leaves it open in the parent.
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._decoder = FrameDecoder(
+            peer="tree lock service", max_frame_size=_MAX_FRAME
+        )
+        self._send_lock = threading.Lock()
+        self._broken = False
+        self._hello["pid"] = os.getpid()
 
     def _connection(self) -> socket.socket:
         if self._sock is None:
@@ -544,7 +829,7 @@ class TreeLockClient:
             try:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.settimeout(_CONNECT_TIMEOUT)
-                sock.connect(self._address.path)
+                sock.connect(self._path)
                 sock.sendall(encode_frame(FrameKind.HANDSHAKE, self._hello))
                 sock.settimeout(None)
             except OSError as exc:
@@ -562,7 +847,7 @@ class TreeLockClient:
                 self._fail()
                 raise TreeLockUnavailable(str(exc)) from exc
 
-    def _receive(self, op: str) -> dict[str, Any]:
+    def _receive(self, *ops: str) -> dict[str, Any]:
         sock = self._connection()
         while True:
             try:
@@ -572,11 +857,13 @@ class TreeLockClient:
                 raise TreeLockUnavailable(str(exc)) from exc
             if frame is not None:
                 body = frame.payload
-                if isinstance(body, dict) and body.get("op") == op:
+                if isinstance(body, dict) and body.get("op") in ops:
                     return body
                 continue
             try:
                 data = sock.recv(_READ_SIZE)
+            except InterruptedError:  # pragma: no cover - Python retries EINTR
+                continue
             except OSError as exc:
                 self._fail()
                 raise TreeLockUnavailable(str(exc)) from exc
@@ -591,15 +878,25 @@ class TreeLockClient:
             self._sock.close()
             self._sock = None
 
-    def acquire(self) -> list[str]:
-        """Wait for the terminal (blocking); return notices to show first."""
+    def request(self) -> None:
+        """Ask for the terminal (returns at once: the answer is ``wait()``'s)."""
         self._send({"op": "acquire"})
-        body = self._receive("granted")
-        return [str(notice) for notice in body.get("notices", [])]
 
-    def release(self) -> None:
-        """Give the terminal back."""
-        self._send({"op": "release"})
+    def wait(self) -> Turn:
+        """Block until the root answers the request: granted, or quitting."""
+        body = self._receive("granted", "quit")
+        if body["op"] == "quit":
+            return Turn([], quitting=True)
+        return Turn([str(notice) for notice in body.get("notices", [])])
+
+    def acquire(self) -> Turn:
+        """``request()`` and ``wait()``."""
+        self.request()
+        return self.wait()
+
+    def release(self, *, quit: bool = False) -> None:
+        """Give the terminal back (*quit*: the user quit the debugger)."""
+        self._send({"op": "release", "quit": quit})
 
     def procs(self) -> list[str]:
         """The process tree as the root sees it (one line per process)."""
@@ -616,6 +913,17 @@ class TreeLockClient:
             if self._sock is not None:
                 self._sock.close()
                 self._sock = None
+
+
+_forget_after_fork: weakref.WeakSet[TreeLockClient] = weakref.WeakSet()
+
+
+def _clients_after_fork() -> None:
+    for client in list(_forget_after_fork):
+        client._after_fork()
+
+
+os.register_at_fork(after_in_child=_clients_after_fork)
 
 
 # ---------------------------------------------------------------------------
@@ -653,7 +961,7 @@ async def watch_subtree(
     """Follow the terminal's use under *path*; never busy if the root is gone."""
     watch = SubtreeWatch()
     try:
-        stream = await trio.open_unix_socket(Address.parse(address).path)
+        stream = await trio.open_unix_socket(_socket_path(address))
     except OSError:
         yield watch
         return

@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+import pexpect
 import pytest
-from terminal import PROGRAMS, Terminal, terminal_env
+from terminal import PROGRAMS, PROMPT, Terminal, line_of, terminal_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -270,6 +271,94 @@ def test_quit_in_a_child_stops_the_program() -> None:
     assert "debugger quit" in rest
     assert "Traceback" not in rest
     assert term.exitstatus == 1
+
+
+def test_quit_with_repls_queued_opens_no_more() -> None:
+    """q while other children wait: none of them opens a REPL; the tree unwinds."""
+    with tree("race", TREE_RACE="3") as term:
+        term.expect_prompt()
+        deadline = time.monotonic() + 30
+        while list((rows := procs(term)).values()).count("waiting for the REPL") < 2:
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.2)
+        started = time.monotonic()
+        term.sendline("q")
+        index = term.expect([pexpect.EOF, PROMPT])
+        assert index == 0, "a queued REPL opened after q"
+        rest = term.text()[term.text().rindex("(Pdb++) ") :]
+        term.expect_exit()
+        assert time.monotonic() - started < 10
+    assert "[dapper-trio] debugger quit: the program was stopped." in rest
+    assert "Traceback" not in rest
+    assert "after" not in rest  # no racer went on past its breakpoint
+    assert term.exitstatus == 1
+
+
+def test_crash_while_a_child_imports_its_function() -> None:
+    """An error importing a child's module at start-up stops there first."""
+    with tree("half") as term:
+        out = term.expect_prompt()
+        why, path, _ = header(out)
+        assert (why, path) == (
+            "post-mortem of IndexError: list index out of range",
+            "root/half",
+        )
+        broken = PROGRAMS / "tree_broken.py"
+        assert f"tree_broken.py({line_of(broken, 'broken-import')})<module>()" in out
+        assert term.cmd("p sys.argv").strip() == "['-c']"
+        term.sendline("c")
+        rest = term.expect_exit()
+    assert "RemoteError: actor root/half" in rest
+    assert "IndexError: list index out of range" in rest
+    assert term.exitstatus == 1
+
+
+def test_a_child_dying_while_starting_waits_for_the_repl(tmp_path: Path) -> None:
+    """A child that dies before it connects is reported once the open REPL ends."""
+    with tree(
+        "doomed",
+        TREE_FLAG=str(tmp_path / "paused"),
+        TREE_DOOMED="1",
+        PYTHONPATH=str(PROGRAMS / "tree_site"),
+    ) as term:
+        out = term.expect_prompt()
+        assert header(out)[1] == "root/pause_with_finally"
+        deadline = time.monotonic() + 30
+        while (rows := procs(term)).get("doomed") != "exited with status 3":
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.2)
+        assert rows["pause_with_finally"] == "in the REPL"
+        term.sendline("c")
+        rest = term.expect_exit()
+    assert "survivor finally ran" in rest
+    assert "ProcessDied: actor root/doomed (pid" in rest
+    assert "exited with code 3 before it connected to its parent" in rest
+    assert term.exitstatus == 1
+
+
+def test_breakpoint_in_a_subprocess_started_grandchild(tmp_path: Path) -> None:
+    """A child's trio.run_process grandchild stops under the lock, output held."""
+    with tree("subproc", TREE_FLAG=str(tmp_path / "go")) as term:
+        out = term.expect_prompt()
+        assert re.search(
+            r"\[dapper-trio\] breakpoint\(\) outside trio, process"
+            r" root/run_script/tree_join_leaf.py \(pid \d+\)",
+            out,
+        ), out
+        time.sleep(1.0)  # the noisy sibling prints meanwhile
+        assert term.cmd("p secret").strip() == "'leaf secret'"
+        rows = procs(term)
+        assert rows["tree_join_leaf.py"] == "in the REPL"
+        assert rows["run_script"] == "running"
+        term.sendline("c")
+        rest = term.expect_exit()
+    inside = term.text()[: term.text().rindex("(Pdb++) ")]
+    inside = inside[inside.index("process root/run_script/tree_join_leaf.py") :]
+    assert "noisy says" not in inside
+    assert len(re.findall(r"noisy says \d+", term.text())) == 20
+    assert rest.index("leaf after") < rest.index("leaf exit code 0")
+    assert "tree done" in rest
+    assert term.exitstatus == 0
 
 
 def test_other_output_is_held_while_a_repl_is_open() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -15,9 +17,13 @@ from dapper_trio._tree_lock import (
     TreeLockClient,
     TreeLockServer,
     TreeLockUnavailable,
+    Turn,
     describe_returncode,
     watch_subtree,
 )
+
+if TYPE_CHECKING:
+    from dapper_trio._tree_lock import Kind
 
 ROOT = ("root",)
 
@@ -95,6 +101,41 @@ def test_busy_under_a_path() -> None:
     assert not table.busy_under(ROOT)
 
 
+def test_a_quit_turns_every_waiter_away() -> None:
+    """A holder that quits ends the lock: the waiters are turned away, none granted."""
+    table = table_with(("root", "a"), ("root", "b"), ("root", "c"))
+    table.acquire(1)
+    table.acquire(2)
+    table.acquire(3)
+    assert table.quit(1) == [2, 3]
+    assert table.quitting
+    assert not table.busy
+    assert not table.busy_under(ROOT)
+
+
+def test_nothing_is_granted_once_quitting() -> None:
+    """After a quit, acquire is refused and the table does not change."""
+    table = table_with(("root", "a"), ("root", "b"))
+    table.acquire(1)
+    table.quit(1)
+    with pytest.raises(ValueError, match="quitting"):
+        table.acquire(2)
+    assert table.holder is None
+    assert list(table.waiters) == []
+
+
+def test_only_the_holder_can_quit() -> None:
+    """A quit from a waiter raises and changes nothing."""
+    table = table_with(("root", "a"), ("root", "b"))
+    table.acquire(1)
+    table.acquire(2)
+    with pytest.raises(ValueError, match="does not hold"):
+        table.quit(2)
+    assert not table.quitting
+    assert table.holder == 1
+    assert list(table.waiters) == [2]
+
+
 def test_render_shows_the_tree_with_states() -> None:
     """procs lists every process, indented under its parent, with its state."""
     table = LockTable()
@@ -121,6 +162,21 @@ def test_render_shows_the_tree_with_states() -> None:
     assert table.render()[2].startswith("    x")
 
 
+def test_render_shows_processes_that_never_connected() -> None:
+    """A process between two known ones gets a line without a pid."""
+    table = LockTable()
+    table.join(0, name="root", pid=1, path=ROOT)
+    table.join(4, name="leaf.py", pid=9, path=("root", "mid.py", "leaf.py"))
+    table.acquire(4)
+    rows = [" ".join(line.split()) for line in table.render()]
+    assert rows == [
+        "root pid 1 running",
+        "mid.py (not connected)",
+        "leaf.py pid 9 in the REPL",
+    ]
+    assert table.render()[2].startswith("    leaf.py")
+
+
 def test_describe_returncode() -> None:
     """Exit statuses read as a person would say them."""
     assert describe_returncode(0) == "exited with status 0"
@@ -135,10 +191,24 @@ def _server() -> TreeLockServer:
     return server
 
 
-def _client(server: TreeLockServer, name: str, pid: int) -> TreeLockClient:
+def _client(
+    server: TreeLockServer, name: str, pid: int, *, kind: Kind = "actor"
+) -> TreeLockClient:
     return TreeLockClient(
-        str(server.address), server.token, name=name, pid=pid, path=(*ROOT, name)
+        str(server.address),
+        server.token,
+        name=name,
+        pid=pid,
+        path=(*ROOT, name),
+        kind=kind,
     )
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def test_server_serves_clients_in_turn() -> None:
@@ -146,7 +216,7 @@ def test_server_serves_clients_in_turn() -> None:
     server = _server()
     first, second = _client(server, "a", 11), _client(server, "b", 12)
     try:
-        assert first.acquire() == []
+        assert first.acquire() == Turn([])
         granted = threading.Event()
 
         def wait_turn() -> None:
@@ -191,16 +261,99 @@ def test_closing_the_holder_s_connection_hands_over() -> None:
     first, second = _client(server, "a", 21), _client(server, "b", 22)
     try:
         first.acquire()
-        result: list[list[str]] = []
+        result: list[Turn] = []
         waiter = threading.Thread(target=lambda: result.append(second.acquire()))
         waiter.start()
         time.sleep(0.2)
         first.close()
         waiter.join(5)
-        assert result == [["actor root/a (pid 21) died while it held the terminal"]]
+        assert result == [
+            Turn(["actor root/a (pid 21) died while it held the terminal"])
+        ]
     finally:
         second.close()
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("kind", "stops_the_program"), [("actor", False), ("process", True)]
+)
+def test_a_quit_turns_away_waiters_and_later_requests(
+    kind: Kind, stops_the_program: bool
+) -> None:
+    """After the holder quits, waiters and later requests are answered quit."""
+    quits: list[str] = []
+    server = TreeLockServer(
+        root=ProcessInfo("root", os.getpid(), ROOT),
+        on_quit=lambda: quits.append("quit"),
+    )
+    server.start()
+    holder = _client(server, "a", 41, kind=kind)
+    waiter, late = _client(server, "b", 42), _client(server, "c", 43)
+    try:
+        assert holder.acquire() == Turn([])
+        result: list[Turn] = []
+        thread = threading.Thread(target=lambda: result.append(waiter.acquire()))
+        thread.start()
+        _wait_for(lambda: len(server.table.waiters) == 1)
+        holder.release(quit=True)
+        thread.join(5)
+        assert result == [Turn([], quitting=True)]
+        assert late.acquire() == Turn([], quitting=True)
+        assert not server.busy
+        assert quits == (["quit"] if stops_the_program else [])
+    finally:
+        for client in (holder, waiter, late):
+            client.close()
+        server.stop()
+
+
+def test_output_is_held_while_a_repl_is_open() -> None:
+    """Attached pipes reach the terminal at once, except while someone holds it."""
+    server = _server()
+    client = _client(server, "a", 51)
+    pipe_r, pipe_w = os.pipe()
+    term_r, term_w = os.pipe()
+    os.set_blocking(term_r, False)
+
+    def shown() -> bytes:
+        try:
+            return os.read(term_r, 4096)
+        except BlockingIOError:
+            return b""
+
+    try:
+        server.attach_output([(pipe_r, term_w)])
+        os.write(pipe_w, b"before\n")
+        seen = b""
+
+        def arrived() -> bool:
+            nonlocal seen
+            seen += shown()
+            return seen == b"before\n"
+
+        _wait_for(arrived)
+        client.acquire()
+        os.write(pipe_w, b"during\n")
+        time.sleep(0.2)
+        assert shown() == b""
+        client.release()
+        seen = b""
+
+        def after() -> bool:
+            nonlocal seen
+            seen += shown()
+            return seen == b"during\n"
+
+        _wait_for(after)
+        os.write(pipe_w, b"last\n")
+        server.detach_output()
+        assert shown() == b"last\n"
+    finally:
+        client.close()
+        server.stop()
+        for fd in (pipe_r, pipe_w, term_r, term_w):
+            os.close(fd)
 
 
 async def test_watch_follows_a_subtree() -> None:

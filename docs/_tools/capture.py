@@ -122,6 +122,20 @@ SESSIONS: dict[str, tuple[str, Session]] = {
             settle=1.0,
         ),
     ),
+    "tree-debug": (
+        "actors.md",
+        Session(
+            "python tests/programs/tree_app.py nest",
+            [("cmd", "procs"), ("exit", "c")],
+        ),
+    ),
+    "tree-join": (
+        "actors.md",
+        Session(
+            "dapper-trio run -c tests/programs/tree_join_app.py leaf",
+            [("cmd", "procs"), ("cmd", "p secret"), ("exit", "c")],
+        ),
+    ),
     "breakpoint-api": (
         "terminal.md",
         Session(

@@ -4,6 +4,7 @@ import functools
 import os
 import sys
 
+import tree_broken
 import tree_fns
 import trio
 
@@ -35,6 +36,27 @@ async def main() -> None:
         elif scenario == "crash":
             depth = int(os.environ.get("TREE_DEPTH", "0"))
             await an.run_in_actor(tree_fns.nest_fail, depth, "boom", name="crasher")
+        elif scenario == "half":
+            print("result", await an.run_in_actor(tree_broken.work, name="half"))
+        elif scenario == "doomed":
+            # Once one child is in its REPL, start another, which dies while
+            # starting (see tree_site/sitecustomize.py).
+            flag = trio.Path(os.environ["TREE_FLAG"])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    an.run_in_actor, tree_fns.pause_with_finally, "survivor", str(flag)
+                )
+                while not await flag.exists():
+                    await trio.sleep(0.02)
+                await an.start_actor("doomed")
+        elif scenario == "subproc":
+            # A child runs a script that stops at breakpoint() (once the flag
+            # file exists), while a sibling prints.
+            await trio.Path(os.environ["TREE_FLAG"]).write_text("go")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(an.run_in_actor, tree_fns.chatter, "noisy", 20)
+                code = await an.run_in_actor(tree_fns.run_script, "tree_join_leaf.py")
+            print("leaf exit code", code)
         elif scenario == "chatter":
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(an.run_in_actor, tree_fns.pause, "quiet")

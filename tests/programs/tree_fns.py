@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import trio
 
@@ -68,3 +69,12 @@ async def pause_with_finally(label: str, flag: str = "") -> None:
         await trio.sleep_forever()
     finally:
         print(f"{label} finally ran", file=sys.stderr, flush=True)
+
+
+HERE = Path(__file__).resolve().parent
+
+
+async def run_script(script: str) -> int:
+    """Run ``python SCRIPT`` (a file next to this one) with trio.run_process."""
+    process = await trio.run_process([sys.executable, str(HERE / script)], check=False)
+    return process.returncode
