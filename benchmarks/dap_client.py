@@ -1,16 +1,17 @@
-"""A minimal Debug Adapter Protocol client, for benchmarks/overhead.py.
+"""A minimal Debug Adapter Protocol client, for benchmarks/overhead.py and dap.py.
 
 It starts an adapter that speaks DAP on its stdin and stdout (``python -m
-debugpy.adapter``, later ``dapper-trio dap``), launches a program under it
-with breakpoints set, and waits for the program to end, as an editor would.
-Nothing here knows about one adapter in particular: what differs between
-adapters is the command line that starts one and a few extra ``launch``
-arguments, both given by the caller (see ``Adapter``).
+debugpy.adapter``, ``dapper-trio dap``), launches a program under it with
+breakpoints set, and either waits for the program to end (``run_program``)
+or waits for the first stop and steps from there (``stop_and_step``), as an
+editor would.  Nothing here knows about one adapter in particular: what
+differs between adapters is the command line that starts one and a few
+extra ``launch`` arguments, both given by the caller (see ``Adapter``).
 
-Only what a run to completion needs is spoken: initialize, launch,
-setBreakpoints, configurationDone, disconnect, and answering a
-``runInTerminal`` reverse request with an error (the client asks for the
-program's output as ``output`` events: ``console: internalConsole``).
+Only what those need is spoken: initialize, launch, setBreakpoints,
+configurationDone, next, disconnect, and answering a ``runInTerminal``
+reverse request with an error (the client asks for the program's output as
+``output`` events: ``console: internalConsole``).
 """
 
 from __future__ import annotations
@@ -282,6 +283,79 @@ class Client:
         )
 
 
+def _start(
+    client: Client,
+    adapter: Adapter,
+    program: Path,
+    args: Sequence[str],
+    breakpoints: Sequence[Breakpoint],
+    cwd: str | os.PathLike[str] | None,
+) -> tuple[float, int, list[Message]]:
+    """initialize, launch, setBreakpoints, configurationDone, as an editor does.
+
+    Returns (perf_counter when launch was sent, the launch request's seq, the
+    adapter's answers to setBreakpoints).
+    """
+    client.response(
+        client.request(
+            "initialize",
+            {
+                "clientID": "dapper-trio-bench",
+                "clientName": "benchmarks/dap_client.py",
+                "adapterID": "python",
+                "pathFormat": "path",
+                "linesStartAt1": True,
+                "columnsStartAt1": True,
+                "supportsRunInTerminalRequest": False,
+                "supportsStartDebuggingRequest": False,
+            },
+        ),
+        "initialize",
+    )
+    launch_args: dict[str, Any] = {
+        "name": "benchmark",
+        "type": "python",
+        "request": "launch",
+        "program": str(program),
+        "args": list(args),
+        "cwd": str(cwd) if cwd is not None else str(program.parent),
+        "stopOnEntry": False,
+        "justMyCode": True,
+        "console": "internalConsole",
+        **adapter.launch,
+    }
+    launched = time.perf_counter()
+    launch_seq = client.request("launch", launch_args)
+    client.wait("event", "initialized")
+    by_file: dict[Path, list[Breakpoint]] = {}
+    for spec in breakpoints:
+        by_file.setdefault(spec.path, []).append(spec)
+    answers: list[Message] = []
+    for path, specs in by_file.items():
+        body = client.response(
+            client.request(
+                "setBreakpoints",
+                {
+                    "source": {"path": str(path), "name": path.name},
+                    "breakpoints": [
+                        {"line": spec.line}
+                        | (
+                            {}
+                            if spec.condition is None
+                            else {"condition": spec.condition}
+                        )
+                        for spec in specs
+                    ],
+                    "lines": [spec.line for spec in specs],
+                },
+            ),
+            "setBreakpoints",
+        ).get("body", {})
+        answers += body.get("breakpoints", [])
+    client.response(client.request("configurationDone"), "configurationDone")
+    return launched, launch_seq, answers
+
+
 def run_program(
     adapter: Adapter,
     program: Path,
@@ -304,63 +378,9 @@ def run_program(
     Raises DapError if a wait outlasts *timeout* or the adapter fails.
     """
     with Client(adapter.argv, env=env, cwd=cwd, timeout=timeout) as client:
-        client.response(
-            client.request(
-                "initialize",
-                {
-                    "clientID": "dapper-trio-bench",
-                    "clientName": "benchmarks/dap_client.py",
-                    "adapterID": "python",
-                    "pathFormat": "path",
-                    "linesStartAt1": True,
-                    "columnsStartAt1": True,
-                    "supportsRunInTerminalRequest": False,
-                    "supportsStartDebuggingRequest": False,
-                },
-            ),
-            "initialize",
+        launched, launch_seq, answers = _start(
+            client, adapter, program, args, breakpoints, cwd
         )
-        launch_args: dict[str, Any] = {
-            "name": "benchmark",
-            "type": "python",
-            "request": "launch",
-            "program": str(program),
-            "args": list(args),
-            "cwd": str(cwd) if cwd is not None else str(program.parent),
-            "stopOnEntry": False,
-            "justMyCode": True,
-            "console": "internalConsole",
-            **adapter.launch,
-        }
-        launched = time.perf_counter()
-        launch_seq = client.request("launch", launch_args)
-        client.wait("event", "initialized")
-        by_file: dict[Path, list[Breakpoint]] = {}
-        for spec in breakpoints:
-            by_file.setdefault(spec.path, []).append(spec)
-        answers: list[Message] = []
-        for path, specs in by_file.items():
-            body = client.response(
-                client.request(
-                    "setBreakpoints",
-                    {
-                        "source": {"path": str(path), "name": path.name},
-                        "breakpoints": [
-                            {"line": spec.line}
-                            | (
-                                {}
-                                if spec.condition is None
-                                else {"condition": spec.condition}
-                            )
-                            for spec in specs
-                        ],
-                        "lines": [spec.line for spec in specs],
-                    },
-                ),
-                "setBreakpoints",
-            ).get("body", {})
-            answers += body.get("breakpoints", [])
-        client.response(client.request("configurationDone"), "configurationDone")
         client.response(launch_seq, "launch")
         stopped = None
         if expect_stop:
@@ -383,3 +403,68 @@ def run_program(
             if event.get("body", {}).get("category") in ("stdout", "stderr")
         )
         return Run(launched, terminated, exit_code, output, answers, stopped)
+
+
+@dataclass
+class StepRun:
+    """What ``stop_and_step`` measured."""
+
+    to_first_stop: float  # seconds from the launch request to the first stopped
+    steps: list[float]  # seconds of each next: request to its stopped event
+    lines: list[int]  # the line of the top frame after the first stop and each step
+
+
+def stop_and_step(
+    adapter: Adapter,
+    program: Path,
+    args: Sequence[str],
+    breakpoint: Breakpoint,
+    steps: int,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float = 60.0,
+) -> StepRun:
+    """Launch *program* with *breakpoint*, wait for the stop, then ``next`` *steps*
+    times, each time waiting for the response and the ``stopped`` event.
+
+    The top frame's line is read (``stackTrace``) after the first stop and
+    after the last step only, outside the timed part, so the steps measure
+    the round trip alone.  Ends the program with ``disconnect``.
+    """
+    with Client(adapter.argv, env=env, cwd=cwd, timeout=timeout) as client:
+        launched, launch_seq, answers = _start(
+            client, adapter, program, args, [breakpoint], cwd
+        )
+        if not answers or not answers[0].get("verified", False):
+            raise client.failure(f"the breakpoint was not verified: {answers}")
+        stopped = client.wait("event", "stopped")
+        first = time.perf_counter() - launched
+        client.response(launch_seq, "launch")
+        thread = stopped["body"]["threadId"]
+
+        def line() -> int:
+            trace = client.response(
+                client.request("stackTrace", {"threadId": thread, "levels": 1}),
+                "stackTrace",
+            )
+            return int(trace["body"]["stackFrames"][0]["line"])
+
+        lines = [line()]
+        times = []
+        for _ in range(steps):
+            started = time.perf_counter()
+            client.response(client.request("next", {"threadId": thread}), "next")
+            client.wait("event", "stopped")
+            times.append(time.perf_counter() - started)
+            client._pending = [  # what arrived meanwhile (continued...) is not needed
+                message
+                for message in client._pending
+                if message.get("type") != "event"
+                or message.get("event") not in ("continued", "stopped")
+            ]
+        lines.append(line())
+        client.response(
+            client.request("disconnect", {"terminateDebuggee": True}), "disconnect"
+        )
+        return StepRun(first, times, lines)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ._actors import current_actor as current_actor
     from ._actors import open_actor_nursery as open_actor_nursery
     from ._api import breakpoint as breakpoint
+    from ._api import listen as listen
     from ._api import post_mortem as post_mortem
     from ._api import run as run
     from ._api import set_trace as set_trace
@@ -79,6 +80,7 @@ _EXPORTS: dict[str, str] = {
     "current_actor": "_actors",
     "open_actor_nursery": "_actors",
     "breakpoint": "_api",
+    "listen": "_api",
     "post_mortem": "_api",
     "run": "_api",
     "set_trace": "_api",
@@ -172,6 +174,7 @@ __all__ = [
     "connect",
     "current_actor",
     "encode_frame",
+    "listen",
     "new_token",
     "open_actor_nursery",
     "open_listener",

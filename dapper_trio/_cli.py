@@ -10,7 +10,8 @@ from ._version import __version__
 
 RUN_USAGE = (
     "dapper-trio run [-c] [-b [FILE:]LINE[,CONDITION]]... [--in-process] "
-    "[--ipc {unix,tcp}] (script.py | -m module) [args...]"
+    "[--ipc {unix,tcp}] [--listen [HOST:]PORT [--host HOST]] "
+    "(script.py | -m module) [args...]"
 )
 
 RUN_DESCRIPTION = """\
@@ -30,14 +31,21 @@ At the (Pdb++) prompt, besides every pdb/pdb++ command:
   exceptions [N]    leaves of an ExceptionGroup in a post-mortem
 
 Ctrl-C while the program runs pauses it (press twice within a second for a
-plain KeyboardInterrupt); Ctrl-C at the prompt clears the line."""
+plain KeyboardInterrupt); Ctrl-C at the prompt clears the line.
+
+With --listen, there is no REPL: the program runs in this process and waits
+for an editor to attach with `dapper-trio dap` (the address and token are
+printed on stderr; see docs/editors.md).  Without -c it starts once a client
+has attached, and stops at its first line."""
 
 
 DAP_DESCRIPTION = """\
 Speak the Debug Adapter Protocol on stdin/stdout (or on TCP with --listen), so
 that an editor (VS Code, nvim-dap, any DAP client) can debug a trio program:
-every trio task is a DAP thread named after the task.  The program runs in a
-child process.  See docs/editors.md."""
+every trio task is a DAP thread named after the task.  A launched program runs
+in a child process (in this process with "inProcess": true); attach reaches a
+program that called dapper_trio.listen() or runs under `dapper-trio run
+--listen`.  See docs/editors.md."""
 
 
 def _version_text() -> str:
@@ -100,11 +108,23 @@ def _build_parser() -> argparse.ArgumentParser:
         "--listen",
         metavar="[HOST:]PORT",
         help=(
-            "serve DAP clients on TCP instead of stdin/stdout (HOST defaults "
-            "to 127.0.0.1; PORT 0 picks a free port, printed on stderr)"
+            "serve DAP clients on TCP instead of stdin/stdout, on loopback "
+            "(127.0.0.1 or ::1); PORT 0 picks a free port, printed on stderr"
         ),
     )
+    _add_host_option(dap)
     return parser
+
+
+def _add_host_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host",
+        metavar="HOST",
+        help=(
+            "listen on HOST instead of loopback (prints a warning: whoever can "
+            "reach it can run code as you)"
+        ),
+    )
 
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
@@ -139,11 +159,20 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         help="transport between supervisor and program (default: unix)",
     )
     run.add_argument(
+        "--listen",
+        metavar="[HOST:]PORT",
+        help=(
+            "no REPL: let an editor attach (DAP) on TCP, loopback unless --host "
+            "says otherwise; PORT 0 picks a free port"
+        ),
+    )
+    _add_host_option(run)
+    run.add_argument(
         "-m", dest="module", metavar="MODULE", help="run a module as a script"
     )
 
 
-_RUN_FLAGS_WITH_VALUE = {"-b", "--break", "--ipc"}
+_RUN_FLAGS_WITH_VALUE = {"-b", "--break", "--ipc", "--listen", "--host"}
 
 
 def _split_run_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -196,22 +225,45 @@ def main(argv: Sequence[str] | None = None) -> int:
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def _parse_listen(parser: argparse.ArgumentParser, text: str) -> tuple[str, int]:
+def _parse_listen(
+    parser: argparse.ArgumentParser, command: str, args: argparse.Namespace
+) -> tuple[str, int] | None:
+    """``--listen [HOST:]PORT`` and ``--host HOST``: where to listen, or None.
+
+    A HOST in --listen must be loopback; any other address must be named
+    with --host, which warns.
+    """
+    if args.listen is None:
+        if args.host is not None:
+            parser.error(f"{command}: --host needs --listen")
+        return None
+    text = args.listen
     host, _, port = text.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
+    host = host.strip("[]")
     if not port.isdigit() or int(port) > 65535:
-        parser.error(f"dap: --listen {text!r}: expected [HOST:]PORT")
-    if host not in _LOOPBACK:
-        print(
-            f"dapper-trio dap: warning: listening on {host}, not loopback: anyone "
-            "who can reach it can run code as you",
-            file=sys.stderr,
+        parser.error(f"{command}: --listen {text!r}: expected [HOST:]PORT")
+    if host and host not in _LOOPBACK:
+        parser.error(
+            f"{command}: --listen {text!r}: {host} is not a loopback address; "
+            f"to listen there, say so with --host {host} --listen {port}"
         )
-    return host, int(port)
+    if args.host is not None:
+        if host and host != args.host:
+            parser.error(
+                f"{command}: --listen {text!r} and --host {args.host!r} disagree"
+            )
+        host = args.host
+        if host not in _LOOPBACK:
+            print(
+                f"dapper-trio {command}: warning: listening on {host}, not "
+                "loopback: anyone who can reach it can run code as you",
+                file=sys.stderr,
+            )
+    return host or "127.0.0.1", int(port)
 
 
 def _cmd_dap(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    listen = None if args.listen is None else _parse_listen(parser, args.listen)
+    listen = _parse_listen(parser, "dap", args)
     from ._dap_server import run
 
     return run(listen)
@@ -239,8 +291,20 @@ def _cmd_run(
     options = RunOptions(
         stop_on_entry=args.stop_on_entry, breakpoints=tuple(args.breakpoints)
     )
+    listen = _parse_listen(parser, "run", args)
+    if listen is not None and args.breakpoints:
+        parser.error("run: --listen: set breakpoints from the editor, not with -b")
     try:
         resolve(target)
+        if listen is not None:
+            from ._dap_listen import run_listening
+
+            return run_listening(
+                target,
+                host=listen[0],
+                port=listen[1],
+                stop_on_entry=args.stop_on_entry,
+            )
         if args.in_process:
             from ._launcher import run_program
 

@@ -1,4 +1,4 @@
-"""The DAP adapter: ``dapper-trio dap`` between an editor and the debuggee.
+"""The DAP adapter: ``dapper-trio dap`` between an editor and the program.
 
 Theory of operation
 ===================
@@ -6,9 +6,10 @@ Theory of operation
 The problem.  An editor sends requests and expects answers and events, some
 of them while others are still running: ``pause`` or ``disconnect`` while an
 ``evaluate`` takes its time, ``cancel`` for a request in flight.  The
-program runs in another process (``_dap_debuggee``), which may die, hang in
-a long ``evaluate``, or print megabytes; none of that may stop the adapter
-from answering, and the adapter must never outlive its session.
+program runs elsewhere -- a child process, a thread of this process, a
+process that was already running (see ``_dap_backends``) -- and may die,
+hang in a long ``evaluate``, or print megabytes; none of that may stop the
+adapter from answering, and the adapter must never outlive its session.
 
 Things that don't work.
 * Handling requests one after another in the reading loop: a slow request
@@ -17,49 +18,49 @@ Things that don't work.
   stop one, and an exception in one would be lost.
 * Ending the session when stdin closes only: an editor may keep the pipe
   open after ``disconnect``; the adapter must exit by itself.
-* Forwarding the debuggee's ``stopped`` event as soon as it comes: a client
+* Forwarding the program's ``stopped`` event as soon as it comes: a client
   that sent ``next`` may see the next ``stopped`` before the answer to its
   ``next`` (the two travel different paths), and some clients then drop it.
+* Sending ``initialized`` with the answer to ``initialize``: the client then
+  sends its breakpoints before it has said what to debug, and function
+  breakpoints cannot be looked up yet.  It is sent once ``launch`` or
+  ``attach`` has reached the program, as debugpy does.
 
 The design.  One trio nursery owns everything: the reader of the client's
 messages, one task per request (each in a ``CancelScope`` registered by the
-request's ``seq``, which ``cancel`` cancels), and the backend.  The backend
-is a task that owns the IPC listener, the debuggee process (in a session of
-its own, stdin from /dev/null, stdout and stderr piped and forwarded as
-``output`` events by two pump tasks) and its connection.  The debuggee's
-events go through one queue and one forwarder task, so they reach the
+request's ``seq``, which ``cancel`` cancels), and the backend.  Events from
+the backend go through one queue and one forwarder task, so they reach the
 client in order; a ``stopped`` event waits until no resuming request is
 still unanswered.  Configuration requests (setBreakpoints,
-setExceptionBreakpoints, configurationDone) take turns on a lock, so they
-apply in the order they were sent.  The debuggee asks for its configuration
-when it connects and gets it once ``configurationDone`` has come: the
-program does not start before the client has set its breakpoints.
-``disconnect`` and ``terminate`` end the debuggee (gracefully if it is
-stopped: the debugger quits, ``finally`` blocks run; else SIGTERM, then
-SIGKILL after a grace period); after ``disconnect`` is answered the whole
-nursery is cancelled and the adapter exits.
+setFunctionBreakpoints, setExceptionBreakpoints, configurationDone) take
+turns on a lock, so they apply in the order they were sent; until the
+program has asked for its configuration (it does when it connects, and
+gets it once ``configurationDone`` has come: it does not start before the
+client has set its breakpoints) they are only stored.  Line breakpoints are
+checked here, from the source (``check_breakpoints``); function breakpoints
+are looked up by the program, which knows its own ``sys.path``.
+``disconnect`` and ``terminate`` end the program or detach from it (see the
+backends); after ``disconnect`` is answered the whole nursery is cancelled
+and the adapter exits.
 
 Bad input never ends a session: a message whose body is not JSON, an
 unknown command, missing or wrongly typed arguments, a program that does not
-exist -- each gets an error response naming what was wrong.  Only a header
-that cannot be read (the stream is out of step) ends it.
+exist, an attach with the wrong token -- each gets an error response naming
+what was wrong.  Only a header that cannot be read (the stream is out of
+step) ends it.
 
-Known holes.  ``attach``, ``inProcess`` and ``module`` sources without a
-path are not supported.  Lines and columns are 1-based whatever the client
-asks.  ``cancel`` abandons the wait for a request the debuggee is running;
-the debuggee finishes it anyway.
+Known holes.  ``module`` sources without a path are not supported.  Lines
+and columns are 1-based whatever the client asks.  ``cancel`` abandons the
+wait for a request the program is running; the program finishes it anyway.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-import json
 import logging
 import math
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -67,6 +68,15 @@ from typing import Any
 import trio
 
 from . import _dap_lines
+from ._dap_backends import (
+    ADAPTER_ENV,
+    AttachBackend,
+    Backend,
+    ExternalProcessBackend,
+    InProcessBackend,
+    Launch,
+)
+from ._dap_requests import Arguments, RequestError, json_type
 from ._dap_wire import (
     DapMessage,
     DapProtocolError,
@@ -75,141 +85,128 @@ from ._dap_wire import (
     MessageFactory,
     read_messages,
 )
-from ._ipc import Channel, ConnectionLost, RemoteCommandError, new_token, open_listener
+from ._sockets import Address
 
 logger = logging.getLogger("dapper_trio.dap")
 
-#: Environment variable carrying the adapter's address and token to the
-#: debuggee (``_dap_debuggee.main``).
-ADAPTER_ENV = "DAPPER_TRIO_DAP_ADAPTER"
+#: Seconds ``setFunctionBreakpoints`` waits for a launched program to connect
+#: before answering (it looks the names up).
+CONNECT_WAIT = 15.0
 
-#: Seconds the debuggee gets to exit after ``terminate`` or ``disconnect``
-#: before it is killed.
-TERMINATE_GRACE = 0.4
-#: Seconds the pumps may take to forward the last output after the exit.
-OUTPUT_DRAIN_TIMEOUT = 2.0
-#: How much program output one ``output`` event carries at most.
-OUTPUT_CHUNK = 64 * 1024
-
-#: Requests answered by the stopped debuggee thread.
-_FORWARDED = frozenset(
-    {
-        "stackTrace",
-        "scopes",
-        "variables",
-        "evaluate",
-        "continue",
-        "next",
-        "stepIn",
-        "stepOut",
-    }
-)
+#: Requests the program answers, with the arguments each one must have.
+_FORWARDED: dict[str, tuple[tuple[str, type, bool], ...]] = {
+    "stackTrace": (
+        ("threadId", int, True),
+        ("startFrame", int, False),
+        ("levels", int, False),
+    ),
+    "scopes": (("frameId", int, True),),
+    "variables": (
+        ("variablesReference", int, True),
+        ("start", int, False),
+        ("count", int, False),
+    ),
+    "evaluate": (
+        ("expression", str, True),
+        ("frameId", int, False),
+        ("context", str, False),
+    ),
+    "setVariable": (
+        ("variablesReference", int, True),
+        ("name", str, True),
+        ("value", str, True),
+    ),
+    "exceptionInfo": (("threadId", int, True),),
+    "completions": (
+        ("text", str, True),
+        ("column", int, True),
+        ("frameId", int, False),
+        ("line", int, False),
+    ),
+    "continue": (("threadId", int, True),),
+    "next": (("threadId", int, True),),
+    "stepIn": (("threadId", int, True),),
+    "stepOut": (("threadId", int, True),),
+}
 _RESUMING = frozenset({"continue", "next", "stepIn", "stepOut"})
+
+#: The filters of ``setExceptionBreakpoints``, as ``initialize`` lists them
+#: (``_dap_exceptions`` implements them in the program).
+FILTERS: list[dict[str, Any]] = [
+    {
+        "filter": "raised",
+        "label": "Raised Exceptions",
+        "description": "Stop where an exception is raised in your code "
+        "(never for trio.Cancelled or sys.exit()).",
+        "default": False,
+    },
+    {
+        "filter": "uncaught",
+        "label": "Uncaught Exceptions",
+        "description": "Stop when an exception escapes the program.",
+        "default": True,
+    },
+    {
+        "filter": "userUnhandled",
+        "label": "User Uncaught Exceptions",
+        "description": "Stop where an exception escapes your code into trio "
+        "(a task's exception, before its nursery sees it).",
+        "default": False,
+    },
+]
+KNOWN_FILTERS = frozenset(entry["filter"] for entry in FILTERS)
 
 CAPABILITIES: dict[str, Any] = {
     "supportsConfigurationDoneRequest": True,
+    "supportsFunctionBreakpoints": True,
     "supportsConditionalBreakpoints": True,
     "supportsHitConditionalBreakpoints": True,
     "supportsLogPoints": True,
     "supportsEvaluateForHovers": True,
+    "supportsSetVariable": True,
+    "supportsCompletionsRequest": True,
+    "completionTriggerCharacters": ["."],
+    "supportsExceptionInfoRequest": True,
+    "supportsLoadedSourcesRequest": True,
+    "supportsDelayedStackTraceLoading": True,
     "supportsTerminateRequest": True,
     "supportTerminateDebuggee": True,
     "supportsCancelRequest": True,
-    "exceptionBreakpointFilters": [
-        {
-            "filter": "uncaught",
-            "label": "Uncaught Exceptions",
-            "description": "Stop when an exception escapes the program.",
-            "default": True,
-        }
-    ],
+    "exceptionBreakpointFilters": FILTERS,
 }
 """What ``initialize`` advertises: exactly what this adapter implements."""
 
 
-class RequestError(Exception):
-    """A request cannot be served; the text is the error response's message."""
-
-    def __init__(self, message: str, *, short: str | None = None) -> None:
-        super().__init__(message)
-        self.short = short
-
-
-# -- checking arguments --------------------------------------------------------
-
-_TYPE_NAMES = {
-    str: "a string",
-    int: "an integer",
-    bool: "a boolean",
-    list: "an array",
-    dict: "an object",
-}
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return _TYPE_NAMES.get(type(value), type(value).__name__)
-
-
-class Arguments:
-    """A request's ``arguments``, read with type checks that name the culprit."""
-
-    def __init__(self, command: str, raw: object) -> None:
-        self.command = command
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise RequestError(
-                f"{command}: 'arguments' must be an object, not {_json_type(raw)}"
-            )
-        self.raw: dict[str, Any] = raw
-
-    def _get(self, name: str, kind: type, required: bool) -> Any:
-        value = self.raw.get(name)
-        if value is None:
-            if required:
-                raise RequestError(f"{self.command}: missing argument {name!r}")
-            return None
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise RequestError(
-                f"{self.command}: argument {name!r} must be {_TYPE_NAMES[kind]},"
-                f" not {_json_type(value)}"
-            )
-        return value
-
-    def string(self, name: str, *, required: bool = False) -> str | None:
-        result: str | None = self._get(name, str, required)
-        return result
-
-    def integer(self, name: str, *, required: bool = False) -> int | None:
-        result: int | None = self._get(name, int, required)
-        return result
-
-    def boolean(self, name: str, default: bool = False) -> bool:
-        value: bool | None = self._get(name, bool, False)
-        return default if value is None else value
-
-    def strings(self, name: str) -> list[str]:
-        value: list[Any] | None = self._get(name, list, False)
-        if value is None:
-            return []
-        if not all(isinstance(item, str) for item in value):
-            raise RequestError(
-                f"{self.command}: argument {name!r} must be an array of strings"
-            )
-        return value
-
-    def mapping(self, name: str) -> dict[str, Any]:
-        value: dict[str, Any] | None = self._get(name, dict, False)
-        return {} if value is None else value
-
-
 # -- breakpoints ---------------------------------------------------------------
+
+
+def _check_condition(spec: Mapping[str, Any]) -> str | None:
+    """Why *spec*'s condition or hit condition cannot work (None if they can)."""
+    condition = spec.get("condition")
+    if condition:
+        try:
+            compile(condition, "<condition>", "eval")
+        except SyntaxError as exc:
+            return f"condition {condition!r} is not an expression: {exc.msg}"
+    hit = spec.get("hitCondition")
+    if hit:
+        try:
+            _dap_lines.parse_hit_condition(hit)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+def _spec_strings(
+    command: str, entry: Mapping[str, Any], keys: tuple[str, ...]
+) -> dict[str, Any]:
+    spec = {key: entry[key] for key in keys if entry.get(key) is not None}
+    for key, value in spec.items():
+        if not isinstance(value, str):
+            raise RequestError(
+                f"{command}: {key!r} must be a string, not {json_type(value)}"
+            )
+    return spec
 
 
 def check_breakpoints(
@@ -242,90 +239,156 @@ def check_breakpoints(
             "source": {"path": path, "name": os.path.basename(path)},
         }
         results.append(result)
-        spec = {
-            key: entry[key]
-            for key in ("condition", "hitCondition", "logMessage")
-            if entry.get(key) is not None
-        }
-        for key, value in spec.items():
-            if not isinstance(value, str):
-                raise RequestError(
-                    f"setBreakpoints: {key!r} must be a string, not {_json_type(value)}"
-                )
+        spec = _spec_strings(
+            "setBreakpoints", entry, ("condition", "hitCondition", "logMessage")
+        )
         if lines is None:
             result["message"] = problem
             continue
         if line not in lines:
             result["message"] = f"line {line} of {os.path.basename(path)} holds no code"
             continue
-        condition = spec.get("condition")
-        if condition:
-            try:
-                compile(condition, "<condition>", "eval")
-            except SyntaxError as exc:
-                result["message"] = (
-                    f"condition {condition!r} is not an expression: {exc.msg}"
-                )
-                continue
-        hit = spec.get("hitCondition")
-        if hit:
-            try:
-                _dap_lines.parse_hit_condition(hit)
-            except ValueError as exc:
-                result["message"] = str(exc)
-                continue
+        problem_here = _check_condition(spec)
+        if problem_here is not None:
+            result["message"] = problem_here
+            continue
         result["verified"] = True
-        specs.append({"line": line, **spec})
+        specs.append({"line": line, "id": result["id"], **spec})
     return results, specs
+
+
+def check_function_breakpoints(
+    requested: list[dict[str, Any]], first_id: int
+) -> tuple[list[dict[str, Any]], list[tuple[int, dict[str, Any]]]]:
+    """Check ``setFunctionBreakpoints`` entries (their names are looked up later).
+
+    Returns (the response's Breakpoint objects, (index in it, spec) for each
+    spec to look up and set).  A condition that does not compile or a hit
+    condition that does not parse makes that breakpoint unverified.
+    """
+    results: list[dict[str, Any]] = []
+    specs: list[tuple[int, dict[str, Any]]] = []
+    for offset, entry in enumerate(requested):
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise RequestError(
+                "setFunctionBreakpoints: each breakpoint needs a non-empty 'name'"
+            )
+        spec = {
+            "name": name,
+            "id": first_id + offset,
+            **_spec_strings(
+                "setFunctionBreakpoints", entry, ("condition", "hitCondition")
+            ),
+        }
+        result: dict[str, Any] = {"id": first_id + offset, "verified": False}
+        results.append(result)
+        problem = _check_condition(spec)
+        if problem is not None:
+            result["message"] = problem
+            continue
+        specs.append((offset, spec))
+    return results, specs
+
+
+# -- launch and attach arguments ----------------------------------------------
+
+
+def parse_launch(arguments: Arguments) -> Launch:
+    """Check what ``launch`` asked for."""
+    program = arguments.string("program")
+    module = arguments.string("module")
+    if (program is None) == (module is None):
+        raise RequestError("launch: give exactly one of 'program' and 'module'")
+    cwd = arguments.string("cwd") or os.getcwd()
+    if not os.path.isdir(cwd):
+        raise RequestError(f"launch: 'cwd' {cwd!r} is not a directory")
+    cwd = os.path.abspath(cwd)
+    if program is not None:
+        path = os.path.join(cwd, program)
+        if not os.path.isfile(path):
+            raise RequestError(f"launch: program {program!r} does not exist (in {cwd})")
+        target: dict[str, Any] = {"kind": "script", "name": os.path.abspath(path)}
+    else:
+        target = {"kind": "module", "name": module}
+    target["args"] = arguments.strings("args")
+    env = arguments.mapping("env")
+    for key, value in env.items():
+        if value is not None and not isinstance(value, str):
+            raise RequestError(f"launch: env[{key!r}] must be a string or null")
+    in_process = arguments.boolean("inProcess")
+    transport = arguments.string("ipcTransport") or "unix"
+    if transport not in ("unix", "tcp"):
+        raise RequestError(
+            f'launch: \'ipcTransport\' must be "unix" or "tcp", not {transport!r}'
+        )
+    python_value = arguments.raw.get("python")
+    python: list[str] | None
+    if python_value is None:
+        python = None
+    elif isinstance(python_value, str):
+        python = [python_value]
+    else:
+        python = arguments.strings("python")
+        if not python:
+            raise RequestError("launch: 'python' must not be empty")
+    if in_process and python is not None:
+        raise RequestError(
+            "launch: 'python' cannot be used with 'inProcess' (the program runs"
+            " in the adapter's own interpreter)"
+        )
+    if in_process and "ipcTransport" in arguments.raw:
+        raise RequestError(
+            "launch: 'ipcTransport' cannot be used with 'inProcess' (there is no IPC)"
+        )
+    return Launch(
+        target=target,
+        cwd=cwd,
+        env=env,
+        stop_on_entry=arguments.boolean("stopOnEntry"),
+        python=python,
+        in_process=in_process,
+        transport="tcp" if transport == "tcp" else "unix",
+    )
+
+
+def parse_attach(arguments: Arguments) -> tuple[Address, str]:
+    """Check what ``attach`` asked for: the program's address and its token.
+
+    The address is ``address`` (``tcp:HOST:PORT`` or ``unix:PATH``, as the
+    program printed it), or ``port`` with an optional ``host`` (default
+    127.0.0.1), or ``connect: {host, port}`` as debugpy's configurations say.
+    """
+    token = arguments.string("token")
+    if not token:
+        raise RequestError(
+            "attach: missing argument 'token' (the program printed it, or"
+            " dapper_trio.listen() returned it)"
+        )
+    text = arguments.string("address")
+    connect = arguments.mapping("connect")
+    host = arguments.string("host") or connect.get("host") or "127.0.0.1"
+    port = arguments.integer("port") or connect.get("port")
+    if text is not None:
+        try:
+            return Address.parse(text), token
+        except ValueError as exc:
+            raise RequestError(f"attach: {exc}") from None
+    if not isinstance(host, str):
+        raise RequestError("attach: 'connect.host' must be a string")
+    if type(port) is not int or not 0 < port < 65536:
+        raise RequestError(
+            "attach: give the program's 'address' (as it printed it), or its"
+            " 'port' (1-65535) and 'host'"
+        )
+    return Address("tcp", host=host, port=port), token
 
 
 # -- the server ----------------------------------------------------------------
 
 
-class _Launch:
-    """What ``launch`` asked for, checked."""
-
-    def __init__(self, arguments: Arguments) -> None:
-        program = arguments.string("program")
-        module = arguments.string("module")
-        if (program is None) == (module is None):
-            raise RequestError("launch: give exactly one of 'program' and 'module'")
-        cwd = arguments.string("cwd") or os.getcwd()
-        if not os.path.isdir(cwd):
-            raise RequestError(f"launch: 'cwd' {cwd!r} is not a directory")
-        self.cwd = os.path.abspath(cwd)
-        if program is not None:
-            path = os.path.join(self.cwd, program)
-            if not os.path.isfile(path):
-                raise RequestError(
-                    f"launch: program {program!r} does not exist (in {self.cwd})"
-                )
-            self.target: dict[str, Any] = {
-                "kind": "script",
-                "name": os.path.abspath(path),
-            }
-        else:
-            self.target = {"kind": "module", "name": module}
-        self.target["args"] = arguments.strings("args")
-        env = arguments.mapping("env")
-        for key, value in env.items():
-            if value is not None and not isinstance(value, str):
-                raise RequestError(f"launch: env[{key!r}] must be a string or null")
-        self.env: dict[str, str | None] = env
-        self.stop_on_entry = arguments.boolean("stopOnEntry")
-        python = arguments.raw.get("python")
-        if python is None:
-            self.python = [sys.executable]
-        elif isinstance(python, str):
-            self.python = [python]
-        else:
-            self.python = arguments.strings("python")
-            if not self.python:
-                raise RequestError("launch: 'python' must not be empty")
-
-
 class DapServer:
-    """One DAP session: a client on a pair of streams, at most one debuggee."""
+    """One DAP session: a client on a pair of streams, at most one program."""
 
     def __init__(self, send_stream: trio.abc.SendStream) -> None:
         self._writer = DapWriter(send_stream)
@@ -334,15 +397,12 @@ class DapServer:
         self._config_lock = trio.Lock()
         self._configuration_done = trio.Event()
         self._breakpoints: dict[str, list[dict[str, Any]]] = {}
+        self._function_breakpoints: list[dict[str, Any]] = []
         self._next_breakpoint_id = 1
         self._exception_filters: list[str] = ["uncaught"]
-        self._launched: _Launch | None = None
+        self._launch: Launch | None = None
+        self._backend: Backend | None = None
         self._configured = False
-        self._channel: Channel | None = None
-        self._connected = trio.Event()
-        self._process: trio.Process | None = None
-        self._exited = trio.Event()
-        self._stopped = False
         self._resumes_in_flight = 0
         self._resumes_done = trio.Event()
         self._events_send, self._events_receive = trio.open_memory_channel[
@@ -356,7 +416,7 @@ class DapServer:
     async def serve(self, receive_stream: trio.abc.ReceiveStream) -> None:
         """Serve the client until ``disconnect`` or the end of its stream.
 
-        Returns when the session is over, the debuggee ended and reaped.
+        Returns when the session is over, the program ended or left.
         """
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -371,9 +431,9 @@ class DapServer:
                 logger.error("closing the session: %s", exc)  # noqa: TRY400 - the peer's fault, no traceback
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
-            # The client went away without disconnect: end the debuggee.
+            # The client went away without disconnect: end (or leave) the program.
             with trio.CancelScope(shield=True):
-                await self._end_debuggee(graceful=False)
+                await self._end_program(terminate=None)
             nursery.cancel_scope.cancel()
 
     def _dispatch(self, message: DapMessage | MalformedMessage) -> None:
@@ -452,9 +512,9 @@ class DapServer:
         return result
 
     async def aclose(self) -> None:
-        """End the session from outside (a signal): end the debuggee, stop serving."""
+        """End the session from outside (a signal): end the program, stop serving."""
         with trio.CancelScope(shield=True):
-            await self._end_debuggee(graceful=False)
+            await self._end_program(terminate=None)
         self._end_session()
 
     def _end_session(self) -> None:
@@ -466,8 +526,6 @@ class DapServer:
 
     async def _on_initialize(self, arguments: Arguments) -> dict[str, Any]:
         arguments.string("adapterID")
-        assert self._nursery is not None
-        self._nursery.start_soon(self._send_event, "initialized")
         return dict(CAPABILITIES)
 
     async def _on_cancel(self, arguments: Arguments) -> None:
@@ -478,27 +536,42 @@ class DapServer:
                 scope.cancel()
 
     async def _on_launch(self, arguments: Arguments) -> None:
-        if self._launched is not None:
-            raise RequestError("launch: a program is already launched in this session")
-        if "inProcess" in arguments.raw and arguments.boolean("inProcess"):
-            raise RequestError("launch: 'inProcess' is not supported yet")
-        launch = _Launch(arguments)
-        self._launched = launch
-        assert self._nursery is not None
-        try:
-            await self._nursery.start(self._run_debuggee, launch)
-        except OSError as exc:
-            self._launched = None
-            raise RequestError(
-                f"launch: cannot start {launch.python[0]!r}: {exc.strerror or exc}"
-            ) from None
+        if self._backend is not None:
+            raise RequestError("launch: a program is already running in this session")
+        launch = parse_launch(arguments)
+        backend: Backend
+        if launch.in_process:
+            backend = InProcessBackend(self, launch)
+        else:
+            backend = ExternalProcessBackend(self, launch)
+        await self._start(backend, launch)
 
     async def _on_attach(self, arguments: Arguments) -> None:
-        raise RequestError("attach is not supported yet; use launch")
+        if self._backend is not None:
+            raise RequestError("attach: a program is already running in this session")
+        address, token = parse_attach(arguments)
+        await self._start(AttachBackend(self, address, token), None)
+
+    async def _start(self, backend: Backend, launch: Launch | None) -> None:
+        assert self._nursery is not None
+        self._backend, self._launch = backend, launch
+        try:
+            await self._nursery.start(backend.run)
+        except BaseException:
+            self._backend = self._launch = None
+            raise
+        self.post("initialized")
 
     async def _on_configurationDone(self, arguments: Arguments) -> None:
         async with self._config_lock:
             self._configuration_done.set()
+
+    def _live_backend(self) -> Backend | None:
+        """The backend, if its program has its configuration and still runs."""
+        backend = self._backend
+        if backend is None or not self._configured or backend.exited.is_set():
+            return None
+        return backend
 
     async def _on_setBreakpoints(self, arguments: Arguments) -> dict[str, Any]:
         source = arguments.mapping("source")
@@ -519,8 +592,9 @@ class DapServer:
             )
             self._next_breakpoint_id += len(results)
             self._breakpoints[path] = specs
-            if self._configured and self._channel is not None:
-                answer = await self._request(
+            backend = self._live_backend()
+            if backend is not None:
+                answer = await backend.request(
                     "setBreakpoints", {"path": path, "breakpoints": specs}
                 )
                 verdicts = iter(answer.get("breakpoints", []))
@@ -532,58 +606,148 @@ class DapServer:
                             result["message"] = verdict.get("message", "not set")
         return {"breakpoints": results}
 
+    async def _on_setFunctionBreakpoints(self, arguments: Arguments) -> dict[str, Any]:
+        requested = arguments.objects("breakpoints")
+        async with self._config_lock:
+            results, checked = check_function_breakpoints(
+                requested, self._next_breakpoint_id
+            )
+            self._next_breakpoint_id += len(results)
+            specs = [spec for _, spec in checked]
+            self._function_breakpoints = specs
+            backend = self._live_backend()
+            if backend is not None:
+                answer = await backend.request(
+                    "setFunctionBreakpoints", {"breakpoints": specs}
+                )
+            else:
+                answer = await self._look_up_functions(specs)
+            verdicts = answer.get("breakpoints", [])
+            for (index, _), verdict in zip(checked, verdicts, strict=False):
+                results[index].update(
+                    {
+                        key: verdict[key]
+                        for key in ("verified", "message", "line", "source")
+                        if key in verdict
+                    }
+                )
+        return {"breakpoints": results}
+
+    async def _look_up_functions(self, specs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Ask a program that is not configured yet where *specs* would go."""
+        backend = self._backend
+        if not specs:
+            return {"breakpoints": []}
+        if backend is None:
+            return {
+                "breakpoints": [
+                    {
+                        "verified": False,
+                        "message": "not looked up yet: no program is launched or"
+                        " attached (it is looked up when one is)",
+                    }
+                ]
+                * len(specs)
+            }
+        with trio.move_on_after(CONNECT_WAIT):
+            async with trio.open_nursery() as waits:
+
+                async def wait_for(event: trio.Event) -> None:
+                    await event.wait()
+                    waits.cancel_scope.cancel()
+
+                waits.start_soon(wait_for, backend.connected)
+                waits.start_soon(wait_for, backend.exited)
+        if backend.exited.is_set() or not backend.connected.is_set():
+            why = (
+                "the program has ended"
+                if backend.exited.is_set()
+                else ("the program did not connect in time")
+            )
+            return {"breakpoints": [{"verified": False, "message": why}] * len(specs)}
+        return await backend.request(
+            "resolveFunctionBreakpoints", {"breakpoints": specs}
+        )
+
     async def _on_setExceptionBreakpoints(self, arguments: Arguments) -> dict[str, Any]:
         filters = arguments.strings("filters")
-        known = {
-            entry["filter"] for entry in CAPABILITIES["exceptionBreakpointFilters"]
-        }
         async with self._config_lock:
-            self._exception_filters = [name for name in filters if name in known]
-            if self._configured and self._channel is not None:
-                await self._request(
+            self._exception_filters = [
+                name for name in filters if name in KNOWN_FILTERS
+            ]
+            backend = self._live_backend()
+            if backend is not None:
+                await backend.request(
                     "setExceptionBreakpoints", {"filters": self._exception_filters}
                 )
-        return {"breakpoints": [{"verified": name in known} for name in filters]}
+        return {
+            "breakpoints": [
+                {"verified": True}
+                if name in KNOWN_FILTERS
+                else {"verified": False, "message": f"unknown filter {name!r}"}
+                for name in filters
+            ]
+        }
 
     async def _on_threads(self, arguments: Arguments) -> dict[str, Any]:
-        if self._channel is None:
+        backend = self._backend
+        if backend is None or backend.exited.is_set():
             return {"threads": []}
         try:
-            result: dict[str, Any] = await self._request("threads", {})
+            return await backend.request("threads", {})
         except RequestError:
-            if self._exited.is_set() or self._channel is None:
+            if backend.exited.is_set():
                 return {"threads": []}
             raise
-        return result
+
+    async def _on_loadedSources(self, arguments: Arguments) -> dict[str, Any]:
+        backend = self._backend
+        if backend is None or backend.exited.is_set():
+            return {"sources": []}
+        return await backend.request("loadedSources", {})
+
+    async def _on_source(self, arguments: Arguments) -> dict[str, Any]:
+        source = arguments.mapping("source")
+        reference = arguments.integer("sourceReference")
+        if reference is None:
+            value = source.get("sourceReference")
+            reference = value if type(value) is int else None
+        if reference:
+            return await self._request("source", {"sourceReference": reference})
+        path = source.get("path")
+        if not isinstance(path, str) or not path:
+            raise RequestError(
+                "source: give a 'sourceReference' or a 'source' with a 'path'"
+            )
+        try:
+            data = await trio.Path(path).read_bytes()
+        except OSError as exc:
+            raise RequestError(f"source: cannot read {path}: {exc.strerror}") from None
+        return {
+            "content": data.decode("utf-8", errors="replace"),
+            "mimeType": "text/x-python",
+        }
 
     async def _on_pause(self, arguments: Arguments) -> None:
         arguments.integer("threadId")
         await self._request("pause", {})
 
     async def _on_terminate(self, arguments: Arguments) -> None:
-        await self._end_debuggee(graceful=True)
+        await self._end_program(terminate=True)
 
     async def _on_disconnect(self, arguments: Arguments) -> None:
-        arguments.boolean("terminateDebuggee", True)
+        terminate: bool | None = None
+        if "terminateDebuggee" in arguments.raw:
+            terminate = arguments.boolean("terminateDebuggee")
         with trio.CancelScope(shield=True):
-            await self._end_debuggee(graceful=False)
+            await self._end_program(terminate=terminate)
 
     async def _forward(self, command: str, arguments: Arguments) -> dict[str, Any]:
-        if command in ("stackTrace", "continue", "next", "stepIn", "stepOut"):
-            arguments.integer("threadId", required=True)
-        if command == "stackTrace":
-            arguments.integer("startFrame")
-            arguments.integer("levels")
-        elif command == "scopes":
-            arguments.integer("frameId", required=True)
-        elif command == "variables":
-            arguments.integer("variablesReference", required=True)
-            arguments.integer("start")
-            arguments.integer("count")
-        elif command == "evaluate":
-            arguments.string("expression", required=True)
-            arguments.integer("frameId")
-            arguments.string("context")
+        for name, kind, required in _FORWARDED[command]:
+            if kind is int:
+                arguments.integer(name, required=required)
+            else:
+                arguments.string(name, required=required)
         if command not in _RESUMING:
             return await self._request(command, arguments.raw)
         self._resumes_in_flight += 1
@@ -598,176 +762,54 @@ class DapServer:
     async def _request(
         self, command: str, arguments: Mapping[str, Any]
     ) -> dict[str, Any]:
-        channel = self._channel
-        if channel is None:
-            raise RequestError(f"{command}: no program is running (send launch first)")
-        try:
-            result = await channel.request(
-                "dap", {"command": command, "arguments": dict(arguments)}
+        backend = self._backend
+        if backend is None:
+            raise RequestError(
+                f"{command}: no program is running (send launch or attach first)"
             )
-        except RemoteCommandError as exc:
-            short = "notStopped" if exc.error_type == "NotStopped" else None
-            raise RequestError(f"{command}: {exc.message}", short=short) from None
-        except ConnectionLost:
-            raise RequestError(f"{command}: the program has ended") from None
-        if not isinstance(result, dict):
-            raise RequestError(f"{command}: the debuggee answered {result!r}")
-        return result
+        return await backend.request(command, arguments)
 
-    # -- the debuggee ------------------------------------------------------------
+    async def _end_program(self, *, terminate: bool | None) -> None:
+        """End the program or detach (*terminate* None: as the backend does)."""
+        backend = self._backend
+        if backend is None:
+            return
+        if terminate is None:
+            terminate = backend.default_terminate
+        await backend.end(terminate=terminate)
 
-    async def _run_debuggee(
-        self,
-        launch: _Launch,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        token = new_token()
-        async with open_listener(
-            token=token, name="dapper-trio dap adapter"
-        ) as listener:
-            env = dict(os.environ)
-            env.setdefault("PYTHONUNBUFFERED", "1")
-            for key, value in launch.env.items():
-                if value is None:
-                    env.pop(key, None)
-                else:
-                    env[key] = value
-            env[ADAPTER_ENV] = json.dumps(
-                {"address": str(listener.address), "token": token}
-            )
-            flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
-            command = [
-                *launch.python,
-                *(flags if launch.python == [sys.executable] else []),
-                "-c",
-                "from dapper_trio._dap_debuggee import main; main()",
-            ]
-            process = await trio.lowlevel.open_process(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=launch.cwd,
-                env=env,
-                start_new_session=True,
-            )
-            self._process = process
-            try:
-                await self._send_event(
-                    "process",
-                    {
-                        "name": launch.target["name"],
-                        "systemProcessId": process.pid,
-                        "isLocalProcess": True,
-                        "startMethod": "launch",
-                    },
-                )
-                task_status.started()
-                async with trio.open_nursery() as pumps:
-                    assert process.stdout is not None
-                    assert process.stderr is not None
-                    pumps.start_soon(self._pump, process.stdout, "stdout")
-                    pumps.start_soon(self._pump, process.stderr, "stderr")
-                    async with trio.open_nursery() as connection:
-                        connection.start_soon(self._serve_debuggee, listener)
-                        await process.wait()
-                        connection.cancel_scope.cancel()
-                    pumps.cancel_scope.deadline = (
-                        trio.current_time() + OUTPUT_DRAIN_TIMEOUT
-                    )
-            finally:
-                with trio.CancelScope(shield=True):
-                    await _kill_and_reap(process)
-                self._channel = None
-                self._exited.set()
-        code = process.returncode
-        assert code is not None  # reaped above
-        exit_code = code if code >= 0 else 128 - code
-        await self._events_send.send(("exited", {"exitCode": exit_code}))
-        await self._events_send.send(("terminated", {}))
+    # -- what the backend asks of us ------------------------------------------------
 
-    async def _serve_debuggee(self, listener: Any) -> None:
-        async with listener.accept(
-            request_handler=self._debuggee_request, event_handler=self._debuggee_event
-        ) as channel:
-            self._channel = channel
-            self._connected.set()
-            await channel.wait_closed()
-            self._channel = None
+    def post(self, event: str, body: Mapping[str, Any] | None = None) -> None:
+        """Send *event* to the client, after every event posted before."""
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            self._events_send.send_nowait((event, body))
 
-    async def _debuggee_request(self, method: str, params: Any) -> Any:
-        if method != "configure":
-            raise LookupError(f"unknown method {method!r}")
+    async def configuration(self) -> dict[str, Any]:
+        """The program's configuration, once the client is done configuring."""
         await self._configuration_done.wait()
         async with self._config_lock:
-            launch = self._launched
-            assert launch is not None
             self._configured = True
+            launch = self._launch
             return {
-                "target": launch.target,
-                "stop_on_entry": launch.stop_on_entry,
+                "target": launch.target if launch is not None else None,
+                "stop_on_entry": launch.stop_on_entry if launch is not None else False,
                 "breakpoints": self._breakpoints,
+                "function_breakpoints": self._function_breakpoints,
                 "exception_filters": self._exception_filters,
             }
 
-    async def _debuggee_event(self, event: str, body: Any) -> None:
-        self._events_send.send_nowait((event, body))
-
     async def _forward_events(self) -> None:
         async for event, body in self._events_receive:
+            backend = self._backend
             if event == "stopped":
                 while self._resumes_in_flight:
                     await self._resumes_done.wait()
-                self._stopped = True
-            elif event == "continued":
-                self._stopped = False
+                if backend is not None:
+                    backend.stopped = True
+            elif event == "continued" and backend is not None:
+                backend.stopped = False
             await self._send_event(event, body)
-
-    async def _pump(self, stream: trio.abc.ReceiveStream, category: str) -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        while True:
-            data = await stream.receive_some(OUTPUT_CHUNK)
-            text = decoder.decode(data, final=not data)
-            if text:
-                await self._events_send.send(
-                    ("output", {"category": category, "output": text})
-                )
-            if not data:
-                return
-
-    async def _end_debuggee(self, *, graceful: bool) -> None:
-        """End the debuggee (if any) and wait, bounded, until it is reaped."""
-        process = self._process
-        if process is None or self._exited.is_set():
-            return
-        quit_asked = False
-        if graceful and self._stopped and self._channel is not None:
-            with trio.move_on_after(TERMINATE_GRACE):
-                with contextlib.suppress(RequestError):
-                    await self._request("quit", {})
-                    quit_asked = True
-        if not quit_asked:
-            with contextlib.suppress(OSError):
-                os.killpg(process.pid, signal.SIGTERM)
-        with trio.move_on_after(TERMINATE_GRACE * (3 if quit_asked else 1)):
-            await self._exited.wait()
-            return
-        with contextlib.suppress(OSError):
-            os.killpg(process.pid, signal.SIGKILL)
-        with trio.move_on_after(2.0):
-            await self._exited.wait()
-
-
-async def _kill_and_reap(process: trio.Process) -> None:
-    """Kill *process*'s group if it still runs; reap it (bounded)."""
-    if process.returncode is None:
-        with contextlib.suppress(OSError):
-            os.killpg(process.pid, signal.SIGKILL)
-    with trio.move_on_after(5.0):
-        await process.wait()
-    for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            await stream.aclose()
 
 
 # -- entry points ----------------------------------------------------------------
@@ -835,4 +877,4 @@ def run(listen: tuple[str, int] | None = None) -> int:
     return 0
 
 
-__all__ = ["CAPABILITIES", "DapServer", "run"]
+__all__ = ["ADAPTER_ENV", "CAPABILITIES", "DapServer", "check_breakpoints", "run"]

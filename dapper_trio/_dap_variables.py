@@ -9,6 +9,12 @@ non-empty container or an object with attributes; its children are its items
 Each child carries an ``evaluateName``, an expression that evaluates to it in
 the frame the tree started from, when one can be written down.
 
+``setVariable`` changes a child: a node may have an *assigner* (list items,
+dict values, attributes, a frame's locals or globals; not tuples, sets or
+the Trio scope) and an *evaluator*, which computes the new value from the
+client's expression in that same frame.  A node's children inherit its
+evaluator.
+
 This module touches only Python values, never trio or the debugger, so it
 runs in whichever thread the program is stopped on.
 """
@@ -75,6 +81,21 @@ class Child:
 
 #: A node's children, computed when asked: (start, count) -> children.
 Producer = Callable[[int, int | None], list[Child]]
+#: Sets a node's child: (the child's name, the new value) -> None.
+Assigner = Callable[[str, Any], None]
+#: Evaluates an expression in the frame a tree of values started from.
+Evaluator = Callable[[str], Any]
+
+
+class NotAssignable(Exception):
+    """A ``setVariable`` on a value that cannot be changed in place."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Node:
+    produce: Producer
+    assign: Assigner | None
+    evaluate: Evaluator | None
 
 
 class VariableTable:
@@ -89,21 +110,36 @@ class VariableTable:
 
     def __init__(self) -> None:
         self._next = 1
-        self._nodes: dict[int, Producer] = {}
+        self._nodes: dict[int, _Node] = {}
 
     def clear(self) -> None:
         """Forget every reference (the program resumed)."""
         self._nodes.clear()
 
-    def add(self, producer: Producer) -> int:
-        """Register a node whose children *producer* makes; return its reference."""
+    def add(
+        self,
+        producer: Producer,
+        *,
+        assign: Assigner | None = None,
+        evaluate: Evaluator | None = None,
+    ) -> int:
+        """Register a node whose children *producer* makes; return its reference.
+
+        *assign* sets one of its children (``setVariable``); *evaluate*
+        computes values for it and for its descendants' assignments.
+        """
         reference = self._next
         self._next += 1
-        self._nodes[reference] = producer
+        self._nodes[reference] = _Node(producer, assign, evaluate)
         return reference
 
     def add_mapping(
-        self, mapping: Mapping[str, Any], *, prefix: str | None = ""
+        self,
+        mapping: Mapping[str, Any],
+        *,
+        prefix: str | None = "",
+        assign: Assigner | None = None,
+        evaluate: Evaluator | None = None,
     ) -> int:
         """Register a scope: *mapping*'s items are named variables.
 
@@ -119,7 +155,16 @@ class VariableTable:
                 for name, value in chosen
             ]
 
-        return self.add(produce)
+        return self.add(produce, assign=assign, evaluate=evaluate)
+
+    def _node(self, reference: int) -> _Node:
+        try:
+            return self._nodes[reference]
+        except KeyError:
+            raise LookupError(
+                f"variablesReference {reference} is not valid now (the program "
+                "has resumed since it was given, or it was never given)"
+            ) from None
 
     def children(
         self, reference: int, start: int = 0, count: int | None = None
@@ -128,19 +173,39 @@ class VariableTable:
 
         Raises ``LookupError`` for a reference this stop did not hand out.
         """
-        try:
-            producer = self._nodes[reference]
-        except KeyError:
-            raise LookupError(
-                f"variablesReference {reference} is not valid now (the program "
-                "has resumed since it was given, or it was never given)"
-            ) from None
-        return producer(start, count)
+        return self._node(reference).produce(start, count)
+
+    def assign(self, reference: int, name: str, expression: str) -> dict[str, Any]:
+        """Set child *name* of node *reference* to the value of *expression*.
+
+        Returns the child's new DAP ``Variable``.  Raises ``LookupError`` for
+        an unknown reference or child, ``NotAssignable`` if the node cannot be
+        changed, and whatever evaluating *expression* raises.
+        """
+        node = self._node(reference)
+        children = {child.name: child for child in node.produce(0, None)}
+        child = children.get(name)
+        if child is None:
+            raise LookupError(f"no variable {name!r} in variablesReference {reference}")
+        if node.assign is None or node.evaluate is None:
+            raise NotAssignable(f"{name!r} cannot be set: its container is read-only")
+        value = node.evaluate(expression)
+        node.assign(child.name, value)
+        return self.describe(name, value, child.evaluate_name, evaluate=node.evaluate)
 
     def describe(
-        self, name: str, value: object, evaluate_name: str | None
+        self,
+        name: str,
+        value: object,
+        evaluate_name: str | None,
+        *,
+        evaluate: Evaluator | None = None,
     ) -> dict[str, Any]:
-        """A DAP ``Variable`` for *value*; expandable values get a reference."""
+        """A DAP ``Variable`` for *value*; expandable values get a reference.
+
+        *evaluate* is the evaluator of the frame *value* was read in: its
+        children can then be set.
+        """
         variable: dict[str, Any] = {
             "name": name,
             "value": safe_repr(value),
@@ -149,7 +214,7 @@ class VariableTable:
         }
         if evaluate_name is not None:
             variable["evaluateName"] = evaluate_name
-        reference, indexed, named = self._expand(value, evaluate_name)
+        reference, indexed, named = self._expand(value, evaluate_name, evaluate)
         variable["variablesReference"] = reference
         if indexed is not None:
             variable["indexedVariables"] = indexed
@@ -158,7 +223,7 @@ class VariableTable:
         return variable
 
     def _expand(
-        self, value: object, path: str | None
+        self, value: object, path: str | None, evaluate: Evaluator | None
     ) -> tuple[int, int | None, int | None]:
         """(reference, indexedVariables, namedVariables) for *value*."""
         if isinstance(value, (list, tuple)) and value:
@@ -171,9 +236,19 @@ class VariableTable:
                     for index in range(start, min(stop, len(sequence)))
                 ]
 
-            return self.add(produce_items), len(sequence), None
+            assign_item: Assigner | None = None
+            if isinstance(value, list):
+                target = value
+
+                def assign_item(name: str, new: Any) -> None:
+                    target[int(name)] = new
+                    sequence[int(name)] = new
+
+            reference = self.add(produce_items, assign=assign_item, evaluate=evaluate)
+            return reference, len(sequence), None
         if isinstance(value, dict) and value:
             entries = list(value.items())
+            mapping = value
 
             def produce_entries(start: int, count: int | None) -> list[Child]:
                 chosen = (
@@ -184,7 +259,17 @@ class VariableTable:
                     for key, item in chosen
                 ]
 
-            return self.add(produce_entries), None, len(entries)
+            def assign_entry(name: str, new: Any) -> None:
+                for index, (key, _) in enumerate(entries):
+                    if safe_repr(key) == name:
+                        mapping[key] = new
+                        entries[index] = (key, new)
+                        return
+
+            reference = self.add(
+                produce_entries, assign=assign_entry, evaluate=evaluate
+            )
+            return reference, None, len(entries)
         if isinstance(value, (set, frozenset)) and value:
             members = sorted(value, key=safe_repr)
 
@@ -194,10 +279,11 @@ class VariableTable:
                 )
                 return [Child(safe_repr(member), member, None) for member in chosen]
 
-            return self.add(produce_members), len(members), None
+            return self.add(produce_members, evaluate=evaluate), len(members), None
         attributes = _attributes(value)
         if attributes is not None:
             names = sorted(attributes)
+            owner = value
 
             def produce_attributes(start: int, count: int | None) -> list[Child]:
                 chosen = (
@@ -214,15 +300,25 @@ class VariableTable:
                     for name in chosen
                 ]
 
-            return self.add(produce_attributes), None, len(names)
+            def assign_attribute(name: str, new: Any) -> None:
+                setattr(owner, name, new)
+                attributes[name] = new
+
+            reference = self.add(
+                produce_attributes, assign=assign_attribute, evaluate=evaluate
+            )
+            return reference, None, len(names)
         return 0, None, None
 
     def variables(
         self, reference: int, start: int = 0, count: int | None = None
     ) -> list[dict[str, Any]]:
         """The DAP ``Variable`` list of node *reference* (a ``variables`` request)."""
+        evaluate = self._node(reference).evaluate
         return [
-            self.describe(child.name, child.value, child.evaluate_name)
+            self.describe(
+                child.name, child.value, child.evaluate_name, evaluate=evaluate
+            )
             for child in self.children(reference, start, count)
         ]
 

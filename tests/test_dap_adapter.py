@@ -10,6 +10,7 @@ points of breakpoints and stops.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -212,10 +213,13 @@ async def test_wrongly_typed_arguments_name_the_argument() -> None:
         await disconnect(client)
 
 
-async def test_adapter_exits_soon_after_disconnect_with_stdin_open() -> None:
+@pytest.mark.parametrize("in_process", [False, True])
+async def test_adapter_exits_soon_after_disconnect_with_stdin_open(
+    in_process: bool,
+) -> None:
     """After disconnect the adapter exits within a second, stdin still open."""
     async with open_adapter() as client:
-        await client.launch(IDLE)
+        await client.launch(IDLE, inProcess=in_process)
         await client.wait_for(
             lambda m: m.get("event") == "output" and "ready" in m["body"]["output"]
         )
@@ -462,6 +466,416 @@ async def test_listen_serves_a_client_on_loopback_tcp() -> None:
                 await process.wait()
             if process.returncode is None:
                 process.kill()
+                await process.wait()
+            if process.stderr is not None:
+                await process.stderr.aclose()
+
+
+# -- attach ----------------------------------------------------------------------
+
+LISTENER = str(PROGRAMS / "listener.py")
+PLAIN_FUNCS = str(PROGRAMS / "plain_funcs.py")
+GROUPS = str(PROGRAMS / "groups.py")
+
+
+@contextlib.asynccontextmanager
+async def open_listener_program() -> AsyncIterator[tuple[trio.Process, Message]]:
+    """listener.py, running, and the attach arguments it printed; killed after."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, LISTENER], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        line = b""
+        with trio.fail_after(WAIT):
+            while not line.endswith(b"\n"):
+                chunk = await process.stdout.receive_some(1)
+                assert chunk, "listener.py ended before printing its address"
+                line += chunk
+        yield process, json.loads(line)
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            with trio.fail_after(WAIT):
+                await process.wait()
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    await stream.aclose()
+
+
+async def error_of(client: Client, command: str, arguments: dict[str, Any]) -> str:
+    """The message of the error response to *command* (which must fail)."""
+    response = await client.response(await client.send(command, arguments))
+    assert response["success"] is False, response
+    message: str = response["message"]
+    return message
+
+
+async def test_attach_refuses_a_wrong_token_then_serves_the_right_one() -> None:
+    """A wrong token is refused with an error and the session goes on; the
+    right one attaches, and disconnect leaves the program running."""
+    async with (
+        open_listener_program() as (program, arguments),
+        open_adapter() as client,
+    ):
+        await client.request("initialize")
+        wrong = {**arguments, "token": "0" * 64}
+        message = await error_of(client, "attach", wrong)
+        assert "authentication failed: wrong token" in message
+        assert not [m for m in client.messages if m.get("event") == "initialized"]
+        await client.request("attach", arguments)
+        await client.event("initialized")
+        await client.request("configurationDone")
+        process = await client.event("process")
+        assert process["body"]["startMethod"] == "attach"
+        assert process["body"]["systemProcessId"] == program.pid
+        threads = await client.request("threads")
+        names = [thread["name"] for thread in threads["body"]["threads"]]
+        assert names == ["__main__.main", "ticker"]
+        await client.request("disconnect", {})
+        with trio.fail_after(WAIT):
+            await client.process.wait()
+        await trio.sleep(0.2)
+        assert program.returncode is None  # detached: it goes on
+
+
+async def test_attach_arguments_are_checked() -> None:
+    """attach without a token, or with an address that is not one, fails clearly."""
+    async with open_adapter() as client:
+        await client.request("initialize")
+        assert "missing argument 'token'" in await error_of(
+            client, "attach", {"port": 5678}
+        )
+        assert "not a dapper-trio address" in await error_of(
+            client, "attach", {"address": "localhost:5678", "token": "t"}
+        )
+        assert "give the program's 'address'" in await error_of(
+            client, "attach", {"port": 70000, "token": "t"}
+        )
+        assert "'port' must be an integer, not a string" in await error_of(
+            client, "attach", {"port": "5678", "token": "t"}
+        )
+        assert "cannot reach tcp:127.0.0.1:1" in await error_of(
+            client,
+            "attach",
+            {"connect": {"host": "127.0.0.1", "port": 1}, "token": "t"},
+        )
+        await disconnect(client)
+
+
+async def test_listen_on_a_unix_socket_can_wait_for_the_client() -> None:
+    """listen(transport="unix", wait_for_client=True) returns once attached."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, LISTENER, "-", "unix", "wait"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        assert process.stdout is not None
+        announced = b""
+        with trio.fail_after(WAIT):
+            while b"\n" not in announced:
+                chunk = await process.stderr.receive_some(1024)
+                assert chunk, announced
+                announced += chunk
+        words = announced.decode().split()
+        address = words[words.index("address") + 1]
+        token = words[words.index("token") + 1]
+        assert address.startswith("unix:")
+        async with open_adapter() as client:
+            await client.request("initialize")
+            await client.request("attach", {"address": address, "token": token})
+            await client.request("configurationDone")
+            said = b""
+            with trio.fail_after(WAIT):
+                while not said.endswith(b"\n"):
+                    said += await process.stdout.receive_some(1024)
+            assert said == b"listener: attached\n"
+            await disconnect(client)
+        with trio.fail_after(WAIT):
+            await process.wait()
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    await stream.aclose()
+
+
+async def test_listen_takes_its_token_from_the_environment() -> None:
+    """$DAPPER_TRIO_TOKEN is the token a listening program asks for."""
+    os.environ["DAPPER_TRIO_TOKEN"] = "a-token-from-the-environment"
+    try:
+        async with open_listener_program() as (_, arguments):
+            assert arguments["token"] == "a-token-from-the-environment"
+    finally:
+        del os.environ["DAPPER_TRIO_TOKEN"]
+
+
+async def test_attach_terminate_ends_the_program() -> None:
+    """terminate on an attached program quits it (its debugger quits)."""
+    async with (
+        open_listener_program() as (program, arguments),
+        open_adapter() as client,
+    ):
+        await client.request("initialize")
+        await client.request("attach", arguments)
+        await client.request("configurationDone")
+        mark = client.mark()
+        await client.request("terminate")
+        await client.event("terminated", after=mark)
+        with trio.fail_after(WAIT):
+            await program.wait()
+        assert program.returncode == 1
+        await disconnect(client)
+
+
+# -- launch arguments and in-process ------------------------------------------------
+
+
+async def test_launch_arguments_of_the_backends_are_checked() -> None:
+    """inProcess with python, a bogus ipcTransport: errors naming them."""
+    async with open_adapter() as client:
+        await client.request("initialize")
+        assert "'python' cannot be used with 'inProcess'" in await error_of(
+            client, "launch", {"program": PLAIN, "inProcess": True, "python": "python3"}
+        )
+        assert "'ipcTransport' cannot be used with 'inProcess'" in await error_of(
+            client,
+            "launch",
+            {"program": PLAIN, "inProcess": True, "ipcTransport": "tcp"},
+        )
+        assert (
+            """'ipcTransport' must be "unix" or "tcp", not 'udp'"""
+            in await error_of(
+                client, "launch", {"program": PLAIN, "ipcTransport": "udp"}
+            )
+        )
+        assert "'inProcess' must be a boolean, not a string" in await error_of(
+            client, "launch", {"program": PLAIN, "inProcess": "yes"}
+        )
+        await disconnect(client)
+
+
+async def test_in_process_program_runs_in_the_adapter_process() -> None:
+    """inProcess: the process event names the adapter's pid; output, exit code."""
+    async with open_adapter() as client:
+        await client.launch(PLAIN, inProcess=True)
+        process = await client.event("process")
+        assert process["body"]["systemProcessId"] == client.process.pid
+        exited = await client.event("exited")
+        assert exited["body"]["exitCode"] == 3
+        await client.event("terminated")
+        output = "".join(
+            m["body"]["output"]
+            for m in client.messages
+            if m.get("event") == "output" and m["body"]["category"] == "stdout"
+        )
+        assert output == "first: stdout\nthird: stdout\n"
+        await disconnect(client)
+
+
+# -- bad input for each request ------------------------------------------------------
+
+
+async def test_function_breakpoint_requests_refuse_bad_input() -> None:
+    """setFunctionBreakpoints: wrong shapes are errors, bad conditions unverified."""
+    async with open_adapter() as client:
+        await client.request("initialize")
+        assert "'breakpoints' must be an array, not an object" in await error_of(
+            client, "setFunctionBreakpoints", {"breakpoints": {}}
+        )
+        assert "each item of 'breakpoints' must be an object, not a string" in (
+            await error_of(client, "setFunctionBreakpoints", {"breakpoints": ["f"]})
+        )
+        assert "needs a non-empty 'name'" in await error_of(
+            client, "setFunctionBreakpoints", {"breakpoints": [{"name": " "}]}
+        )
+        assert "'condition' must be a string, not a number" in await error_of(
+            client,
+            "setFunctionBreakpoints",
+            {"breakpoints": [{"name": "f", "condition": 1}]},
+        )
+        response = await client.request(
+            "setFunctionBreakpoints",
+            {
+                "breakpoints": [
+                    {"name": "scale", "condition": "factor >"},
+                    {"name": "scale", "hitCondition": "twice"},
+                    {"name": "scale"},
+                ]
+            },
+        )
+        verdicts = response["body"]["breakpoints"]
+        assert [v["verified"] for v in verdicts] == [False, False, False]
+        assert "not an expression" in verdicts[0]["message"]
+        assert "hit condition 'twice'" in verdicts[1]["message"]
+        assert "no program is launched or attached" in verdicts[2]["message"]
+        await client.request("launch", {"program": PLAIN_FUNCS})
+        await client.event("initialized")
+        response = await client.request(
+            "setFunctionBreakpoints",
+            {"breakpoints": [{"name": "scale"}, {"name": "plain_funcs.nope"}]},
+        )
+        found, missing = response["body"]["breakpoints"]
+        assert (found["verified"], found["line"]) == (
+            True,
+            line_of(PLAIN_FUNCS, "scale") - 1,
+        )
+        assert missing["verified"] is False
+        assert "no function 'plain_funcs.nope' found" in missing["message"]
+        await disconnect(client)
+
+
+async def test_exception_breakpoint_requests_refuse_bad_input() -> None:
+    """setExceptionBreakpoints and exceptionInfo: bad arguments are errors."""
+    async with open_adapter() as client:
+        await client.request("initialize")
+        assert "'filters' must be an array of strings" in await error_of(
+            client, "setExceptionBreakpoints", {"filters": ["raised", 3]}
+        )
+        response = await client.request(
+            "setExceptionBreakpoints", {"filters": ["raised", "sometimes"]}
+        )
+        assert response["body"]["breakpoints"] == [
+            {"verified": True},
+            {"verified": False, "message": "unknown filter 'sometimes'"},
+        ]
+        assert "missing argument 'threadId'" in await error_of(
+            client, "exceptionInfo", {}
+        )
+        await client.request("launch", {"program": SMOKE})
+        await client.request(
+            "setBreakpoints",
+            {
+                "source": {"path": SMOKE},
+                "breakpoints": [{"line": line_of(SMOKE, "breakpoint")}],
+            },
+        )
+        await client.request("setExceptionBreakpoints", {"filters": []})
+        await client.request("configurationDone")
+        stopped = await client.event("stopped")
+        thread = stopped["body"]["threadId"]
+        assert f"thread {thread} is not stopped on an exception" in await error_of(
+            client, "exceptionInfo", {"threadId": thread}
+        )
+        await disconnect(client)
+
+
+async def test_variable_completion_and_source_requests_refuse_bad_input() -> None:
+    """setVariable, completions, source: missing, mistyped or stale arguments."""
+    async with open_adapter() as client:
+        await client.launch(SMOKE, {SMOKE: [{"line": line_of(SMOKE, "breakpoint")}]})
+        stopped = await client.event("stopped")
+        frame = (await client.stack(stopped["body"]["threadId"]))[0]
+        assert "missing argument 'name'" in await error_of(
+            client, "setVariable", {"variablesReference": 1, "value": "1"}
+        )
+        assert "'value' must be a string, not a number" in await error_of(
+            client, "setVariable", {"variablesReference": 1, "name": "x", "value": 1}
+        )
+        assert "variablesReference 999 is not valid now" in await error_of(
+            client,
+            "setVariable",
+            {"variablesReference": 999, "name": "x", "value": "1"},
+        )
+        assert "missing argument 'text'" in await error_of(
+            client, "completions", {"column": 1}
+        )
+        assert "'column' must be an integer, not a string" in await error_of(
+            client, "completions", {"text": "x", "column": "1"}
+        )
+        assert "frameId 999 is not valid now" in await error_of(
+            client, "completions", {"text": "x", "column": 2, "frameId": 999}
+        )
+        completions = await client.request(
+            "completions", {"text": "sor", "column": 4, "frameId": frame["id"]}
+        )
+        assert "sorted" in [t["label"] for t in completions["body"]["targets"]]
+        assert "give a 'sourceReference' or a 'source' with a 'path'" in (
+            await error_of(client, "source", {"source": {}})
+        )
+        assert "sourceReference 7 was never given" in await error_of(
+            client, "source", {"sourceReference": 7}
+        )
+        assert "cannot read /no/such/file.py" in await error_of(
+            client, "source", {"source": {"path": "/no/such/file.py"}}
+        )
+        sources = await client.request("loadedSources")
+        assert SMOKE in [s["path"] for s in sources["body"]["sources"]]
+        await disconnect(client)
+
+
+async def test_completions_while_the_program_runs_use_main() -> None:
+    """completions with the program running complete the names of __main__."""
+    async with open_adapter() as client:
+        await client.launch(IDLE)
+        await client.wait_for(
+            lambda m: m.get("event") == "output" and "ready" in m["body"]["output"]
+        )
+        completions = await client.request("completions", {"text": "ma", "column": 3})
+        assert "main" in [t["label"] for t in completions["body"]["targets"]]
+        await disconnect(client)
+
+
+# -- the command line ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["dap", "--listen", "0.0.0.0:0"], "0.0.0.0 is not a loopback address"),
+        (["dap", "--host", "127.0.0.1"], "--host needs --listen"),
+        (["dap", "--listen", "[::1]:0", "--host", "127.0.0.1"], "disagree"),
+        (["run", "--listen", "0", "-b", "3", PLAIN], "set breakpoints from the editor"),
+        (["run", "--listen", "port", PLAIN], "expected [HOST:]PORT"),
+    ],
+)
+def test_listen_and_host_options_are_checked(argv: list[str], message: str) -> None:
+    """--listen takes loopback only; another address needs --host."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dapper_trio", *argv],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+async def test_host_names_another_address_with_a_warning() -> None:
+    """--host 0.0.0.0 --listen 0 listens there, after a warning on stderr."""
+    process = await trio.lowlevel.open_process(
+        [
+            sys.executable,
+            "-m",
+            "dapper_trio",
+            "dap",
+            "--host",
+            "0.0.0.0",
+            "--listen",
+            "0",
+        ],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        text = b""
+        with trio.fail_after(WAIT):
+            while b"listening on 0.0.0.0:" not in text:
+                chunk = await process.stderr.receive_some(1024)
+                assert chunk, text
+                text += chunk
+        assert b"warning: listening on 0.0.0.0, not loopback" in text
+    finally:
+        with trio.CancelScope(shield=True):
+            process.terminate()
+            with trio.fail_after(WAIT):
                 await process.wait()
             if process.stderr is not None:
                 await process.stderr.aclose()

@@ -2,8 +2,9 @@
 
 The JavaScript tests live in tests/dap_client (mocha).  This test installs
 their dependencies from the committed package-lock.json when node_modules is
-missing (``npm ci``), runs them against this interpreter's ``dapper-trio``,
-and fails with mocha's report if any of them fails.
+missing (``npm ci``), runs them against this interpreter's ``dapper-trio``
+(and its ``python``, for the programs the attach tests start), and fails
+with mocha's report if any of them fails.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def test_microsoft_dap_client_suite_passes() -> None:
     assert npx is not None, "npx is needed to run tests/dap_client"
     env = dict(os.environ)
     env["DAPPER_TRIO_DAP"] = _dapper_trio_executable()
+    env["DAPPER_TRIO_PYTHON"] = sys.executable
     if not (CLIENT_DIR / "node_modules" / "@vscode").is_dir():
         _run([npm, "ci", "--no-audit", "--no-fund"], NPM_CI_TIMEOUT, env)
     report = _run([npx, "--no-install", "mocha"], MOCHA_TIMEOUT, env)

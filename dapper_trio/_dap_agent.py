@@ -1,0 +1,576 @@
+"""The program's connection to a DAP adapter: requests in, events out.
+
+Theory of operation
+===================
+
+The problem.  The program's trio loop freezes at every stop, but the adapter
+must be answered meanwhile (``threads``, ``pause``, the requests the stopped
+thread serves), and events must reach it in order from whichever thread
+posts them.  Three ways of being connected need the same answers: a program
+``dapper-trio dap`` launched in a child process (it connects to the
+adapter), a program that called ``dapper_trio.listen()`` or was started with
+``dapper-trio run --listen`` (the adapter connects to it: ``attach``), and a
+program in the adapter's own process (``inProcess``: no connection at all).
+
+Things that don't work.
+* Serving requests in the program's loop: it is frozen at a stop.
+* One thread per request: requests must be answered concurrently (a slow
+  ``evaluate`` never holds ``threads`` up) but events in order.
+* Killing the program when an *attached* adapter goes away: the program was
+  running before anyone attached and should go on after they leave.
+
+The design.  ``DapEndpoint`` handles the "dap" requests in one trio loop
+that is not the program's (``handle``), and delivers events to a *sink* in
+that loop (``post_event`` may be called from any thread; ``run_sync_soon``
+keeps them in order).  The loop is an *agent thread*'s with an IPC channel
+to the adapter (``ConnectingAgent`` for launch, ``ListeningAgent`` for
+attach), or, in-process, the adapter's own (``_dap_backends``).  Pausing
+sends SIGINT to the program's main thread when the session owns SIGINT (see
+``_session``), and otherwise asks the program's trio loop to pause
+(``run_sync_soon``), which works as soon as the loop runs: between task
+steps, or idle in epoll.
+
+A launched program quits when its adapter goes away.  An attached one
+forgets the client's breakpoints and exception filters, goes on if it was
+stopped, and waits for the next client: one at a time, each proving it
+holds the listener's token.
+
+Known holes.  Without SIGINT (an attached program, an in-process one), a
+pause waits until the running task reaches a checkpoint, and a program
+outside trio cannot be paused at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import outcome
+import trio
+
+from . import _session
+from ._dap_backends import ADAPTER_ENV
+from ._dap_debuggee import (
+    CONFIGURATION,
+    RESUMING,
+    Command,
+    DapSession,
+    NotStopped,
+)
+from ._dap_functions import SearchPath, module_file
+from ._dap_inspect import CommandError
+from ._ipc import Address, Channel, IPCError, UnknownMethod, connect, open_listener
+from ._launcher import LaunchError, RunOptions, Target, resolve, run_program
+from ._sockets import BoundSocket
+
+#: How long a launched debuggee waits for its configuration from the adapter.
+CONFIG_TIMEOUT = 60.0
+#: A pause request not served within this many seconds may be sent again.
+PAUSE_RETRY_SECONDS = 1.5
+
+Sink = Callable[[str, Any], None]
+
+
+class DapEndpoint:
+    """The program's end of a DAP session, served in one trio loop.
+
+    ``bind`` names the loop (its token) and the sink that takes events there;
+    until then, and after ``unbind``, events are dropped.
+    """
+
+    session: DapSession
+
+    def __init__(self) -> None:
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._sink: Sink | None = None
+        self._pause_sent_at: float | None = None
+
+    def bind(self, token: trio.lowlevel.TrioToken, sink: Sink) -> None:
+        self._token, self._sink = token, sink
+
+    def unbind(self) -> None:
+        self._token = self._sink = None
+
+    def post_event(self, event: str, body: Any) -> None:
+        """Queue an event for the adapter; from any thread, never blocks."""
+        token = self._token
+        if token is None:
+            return
+        try:
+            token.run_sync_soon(self._deliver, event, body)
+        except trio.RunFinishedError:
+            pass
+
+    def _deliver(self, event: str, body: Any) -> None:
+        sink = self._sink
+        if sink is not None:
+            sink(event, body)
+
+    def pause_served(self) -> None:
+        self._pause_sent_at = None
+
+    async def handle(self, params: Any) -> Any:
+        """Answer one "dap" request (``{"command": ..., "arguments": ...}``)."""
+        if not isinstance(params, dict):
+            raise UnknownMethod("a dap request needs a command")
+        name = str(params.get("command"))
+        arguments = params.get("arguments") or {}
+        session = self.session
+        if name == "threads":
+            return {"threads": session.threads.listing(session.stopped_thread())}
+        if name == "pause":
+            self._pause()
+            return {}
+        if name == "resolveFunctionBreakpoints":
+            return session.resolve_functions(arguments)
+        if name == "loadedSources":
+            from ._dap_sources import loaded_sources
+
+            return {"sources": loaded_sources()}
+        if name == "source":
+            return session.source(arguments)
+        if name == "terminate":
+            return self._terminate()
+        if name in CONFIGURATION:
+            return await self._configure(name, arguments)
+        if name == "completions" and not session.port.stopped:
+            return session.completions_running(arguments)
+        return await self._in_stopped_thread(name, arguments)
+
+    def _pause(self) -> None:
+        session = self.session
+        if session.port.stopped:
+            return
+        now = time.monotonic()
+        sent = self._pause_sent_at
+        if sent is not None and now - sent < PAUSE_RETRY_SECONDS:
+            return  # one is on its way (a second SIGINT would be a KeyboardInterrupt)
+        if session.supervise_sigint:
+            self._pause_sent_at = now
+            session.pause_signal_sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+        token = session.threads.trio_token
+        if token is None:
+            raise CommandError(
+                "pause: this program runs outside trio and cannot be paused "
+                "here; set a breakpoint instead"
+            )
+        self._pause_sent_at = now
+        try:
+            token.run_sync_soon(_pause_in_loop, session)
+        except trio.RunFinishedError:
+            raise CommandError("pause: the program's trio run has ended") from None
+
+    def _terminate(self) -> dict[str, Any]:
+        """End the program: quit at the stop it is in, or at the next one."""
+        session = self.session
+        if session.port.submit(Command("quit", {}, lambda result: None)):
+            return {"how": "quit"}
+        if session.supervise_sigint or session.threads.trio_token is not None:
+            session.quit_at_next_stop = True
+            with contextlib.suppress(CommandError):
+                self._pause()
+                return {"how": "pause"}
+        return {"how": "none"}
+
+    async def _configure(self, name: str, arguments: Mapping[str, Any]) -> Any:
+        result, deliver, done = _slot()
+        self.session.queue_configuration(Command(name, arguments, deliver))
+        await done.wait()
+        return result[0].unwrap()
+
+    async def _in_stopped_thread(self, name: str, arguments: Mapping[str, Any]) -> Any:
+        result, deliver, done = _slot()
+        if not self.session.port.submit(Command(name, arguments, deliver)):
+            raise NotStopped(f"{name}: the program is running (pause it first)")
+        await done.wait()
+        return result[0].unwrap()
+
+
+def real_trio_run(async_fn: Callable[[], Any]) -> None:
+    """``trio.run`` as trio defines it, not as a debug session wrapped it.
+
+    The agent's own run must not get the session's instrument: its tasks
+    are not the program's.
+    """
+    run: Any = trio.run
+    while hasattr(run, "__wrapped__"):
+        run = run.__wrapped__
+    run(async_fn)
+
+
+def _pause_in_loop(session: DapSession) -> None:
+    """In the program's trio thread: stop at the next line of any task, or
+    on the main task's await chain if the loop stays idle."""
+    session.pause_soon()
+
+
+def _slot() -> tuple[
+    list[outcome.Outcome[Any]], Callable[[outcome.Outcome[Any]], None], trio.Event
+]:
+    """A result holder another thread fills, and the event it sets here."""
+    result: list[outcome.Outcome[Any]] = []
+    done = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    def set_result(value: outcome.Outcome[Any]) -> None:
+        result.append(value)
+        done.set()
+
+    def deliver(value: outcome.Outcome[Any]) -> None:
+        try:
+            token.run_sync_soon(set_result, value)
+        except trio.RunFinishedError:
+            pass
+
+    return result, deliver, done
+
+
+async def _send_events(
+    channel: Channel, receive: trio.MemoryReceiveChannel[tuple[str, Any]]
+) -> None:
+    """Send the queued events in order, until the queue is closed or the
+    connection is lost."""
+    async with receive:
+        async for event, body in receive:
+            try:
+                await channel.send_event(event, body)
+            except IPCError:
+                return
+
+
+# -- launch: the debuggee connects to the adapter ---------------------------------
+
+
+class ConnectingAgent:
+    """A launched debuggee's connection to its adapter, in a thread of its own."""
+
+    def __init__(self, endpoint: DapEndpoint, address: Address, token: str) -> None:
+        self.endpoint = endpoint
+        self.address = address
+        self.token = token
+        self._config: queue.Queue[dict[str, Any] | BaseException] = queue.Queue()
+        self._trio_token: trio.lowlevel.TrioToken | None = None
+        self._done: trio.Event | None = None
+        self._finishing = False
+        self._thread = threading.Thread(
+            target=self._thread_main, name="dapper-trio dap agent", daemon=True
+        )
+
+    def start(self) -> dict[str, Any]:
+        """Connect and return the configuration the adapter sends."""
+        self._thread.start()
+        try:
+            result = self._config.get(timeout=CONFIG_TIMEOUT)
+        except queue.Empty:
+            raise LaunchError(
+                "the adapter did not configure the program in time"
+            ) from None
+        if isinstance(result, BaseException):
+            raise LaunchError(f"cannot reach the adapter: {result}") from result
+        return result
+
+    def finish(self) -> None:
+        """Send what is queued and close the connection (the program ended)."""
+        self._finishing = True
+        token = self._trio_token
+        if token is None:
+            return
+        try:
+            trio.from_thread.run_sync(self._set_done, trio_token=token)
+        except (trio.RunFinishedError, RuntimeError):
+            return
+        self._thread.join(timeout=5.0)
+
+    def _set_done(self) -> None:
+        if self._done is not None:
+            self._done.set()
+
+    def _thread_main(self) -> None:
+        self.endpoint.session.own_threads.add(threading.get_ident())
+        try:
+            real_trio_run(self._main)
+        except BaseException as exc:
+            self._config.put(exc)
+            if not self._finishing:
+                self._adapter_lost(exc)
+
+    async def _main(self) -> None:
+        self._done = trio.Event()
+        send, receive = trio.open_memory_channel[tuple[str, Any]](float("inf"))
+        self._trio_token = trio.lowlevel.current_trio_token()
+        self.endpoint.bind(self._trio_token, lambda *item: _queue(send, item))
+        async with connect(
+            self.address,
+            token=self.token,
+            name=f"dap debuggee pid {os.getpid()}",
+            request_handler=self._handle_request,
+        ) as channel:
+            config = await channel.request("configure")
+            self._config.put(config)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._flush_then_close, channel, receive)
+                nursery.start_soon(
+                    self._watch_connection, channel, nursery.cancel_scope
+                )
+                await self._done.wait()
+                send.close()
+
+    async def _flush_then_close(
+        self, channel: Channel, receive: trio.MemoryReceiveChannel[tuple[str, Any]]
+    ) -> None:
+        await _send_events(channel, receive)
+        await channel.aclose()
+
+    async def _watch_connection(
+        self, channel: Channel, scope: trio.CancelScope
+    ) -> None:
+        await channel.wait_closed()
+        if not self._finishing:
+            self._adapter_lost(channel.close_reason)
+        scope.cancel()
+
+    def _adapter_lost(self, why: object) -> None:
+        session = self.endpoint.session
+        session.port.connection_lost()
+        if session.port.stopped:
+            return  # the stopped thread quits the program
+        print(
+            f"[dapper-trio] lost the connection to the adapter ({why}); "
+            "the program is stopped.",
+            file=sys.stderr,
+            flush=True,
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    async def _handle_request(self, method: str, params: Any) -> Any:
+        if method != "dap":
+            raise UnknownMethod(f"unknown method {method!r}")
+        return await self.endpoint.handle(params)
+
+
+def _queue(
+    send: trio.MemorySendChannel[tuple[str, Any]], item: tuple[str, Any]
+) -> None:
+    with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+        send.send_nowait(item)
+
+
+def launched_search(target: Target, cwd: str) -> SearchPath:
+    """The search path the program of *target* will have, started in *cwd*."""
+    path = list(sys.path[1:])
+    if target.kind == "script":
+        main_file: str | None = resolve(target)
+        path.insert(0, os.path.dirname(os.path.abspath(target.name)))
+    else:
+        path.insert(0, cwd)
+        name = f"{target.name}.__main__"
+        try:
+            main_file = module_file(target.name, path)
+        except LookupError:
+            try:  # a package: python -m runs its __main__
+                main_file = module_file(name, path)
+            except LookupError:
+                main_file = None
+    return SearchPath(main_file, tuple(path), cwd)
+
+
+def main() -> None:
+    """Entry point of the debuggee process started by ``dapper-trio dap``."""
+    raw = os.environ.pop(ADAPTER_ENV, None)
+    if raw is None:
+        sys.exit("dapper-trio: this process must be started by 'dapper-trio dap'")
+    info = json.loads(raw)
+    endpoint = DapEndpoint()
+    try:
+        search = launched_search(Target.from_dict(info["target"]), os.getcwd())
+    except (LaunchError, KeyError, ValueError, TypeError):
+        search = None
+    session = DapSession(endpoint, search=search)
+    _session._SESSION = session  # dapper_trio.breakpoint() & co find this one
+    session.install_excepthook()
+    session.debugger()  # the main thread's debugger is the main one
+    agent = ConnectingAgent(endpoint, Address.parse(info["address"]), info["token"])
+    try:
+        config = agent.start()
+        target = Target.from_dict(config["target"])
+        stop_on_entry = bool(config.get("stop_on_entry", False))
+        session.configure(config)
+    except (LaunchError, KeyError, ValueError, TypeError) as exc:
+        print(f"dapper-trio: error: {exc}", file=sys.stderr)
+        agent.finish()
+        sys.exit(2)
+    try:
+        status = run_program(
+            target,
+            RunOptions(stop_on_entry=stop_on_entry),
+            session=session,
+            sigint_ignored=False,
+        )
+    except LaunchError as exc:
+        print(f"dapper-trio: error: {exc}", file=sys.stderr)
+        status = 2
+    _session._flush_std_streams()
+    agent.finish()
+    sys.exit(status)
+
+
+# -- attach: the adapter connects to the program -----------------------------------
+
+
+class ListeningAgent:
+    """An attachable program's listener for adapters, in a thread of its own.
+
+    Serves one adapter at a time.
+    """
+
+    def __init__(self, endpoint: DapEndpoint, bound: BoundSocket, token: str) -> None:
+        self.endpoint = endpoint
+        self.bound = bound
+        self.token = token
+        #: Called (in the agent thread) once a client is attached and configured.
+        self.on_attached: Callable[[], None] = _nothing
+        self._trio_token: trio.lowlevel.TrioToken | None = None
+        self._exit_status: int | None = None
+        self._done: trio.Event | None = None
+        #: Set while no client is being served.
+        self._idle = trio.Event()
+        self._idle.set()
+        self._started = threading.Event()
+        self._thread = threading.Thread(
+            target=self._thread_main, name="dapper-trio dap listener", daemon=True
+        )
+
+    @property
+    def address(self) -> Address:
+        return self.bound.address
+
+    def start(self) -> None:
+        """Start listening (the socket is bound already)."""
+        self._thread.start()
+        self._started.wait(timeout=10.0)
+
+    def finish(self, status: int | None = None) -> None:
+        """The program ended (with *status*, if known): tell the client, stop."""
+        token = self._trio_token
+        if token is None:
+            self.bound.close()
+            return
+        try:
+            trio.from_thread.run_sync(self._set_done, status, trio_token=token)
+        except (trio.RunFinishedError, RuntimeError):
+            return
+        self._thread.join(timeout=5.0)
+
+    def _set_done(self, status: int | None) -> None:
+        self._exit_status = status
+        if self._done is not None:
+            self._done.set()
+
+    def _thread_main(self) -> None:
+        self.endpoint.session.own_threads.add(threading.get_ident())
+        try:
+            real_trio_run(self._main)
+        except BaseException as exc:  # pragma: no cover - a bug in the agent
+            print(f"[dapper-trio] the DAP listener failed: {exc!r}", file=sys.stderr)
+        finally:
+            self._started.set()
+
+    async def _main(self) -> None:
+        self._done = trio.Event()
+        self._trio_token = trio.lowlevel.current_trio_token()
+        self._started.set()
+        async with (
+            open_listener(
+                token=self.token, bound=self.bound, name="dapper-trio program"
+            ) as listener,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(self._serve_clients, listener)
+            await self._done.wait()
+            # A client being served is told the program ended, then let go.
+            with trio.move_on_after(3.0):
+                await self._idle.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _serve_clients(self, listener: Any) -> None:
+        while True:
+            async with listener.accept(request_handler=self._handle_request) as channel:
+                self._idle = trio.Event()
+                try:
+                    await self._serve_client(channel)
+                finally:
+                    self._idle.set()
+
+    async def _serve_client(self, channel: Channel) -> None:
+        session = self.endpoint.session
+        token, done = self._trio_token, self._done
+        assert token is not None
+        assert done is not None
+        send, receive = trio.open_memory_channel[tuple[str, Any]](float("inf"))
+        self.endpoint.bind(token, lambda *item: _queue(send, item))
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_send_events, channel, receive)
+                try:
+                    config = await channel.request("configure")
+                    session.attached = True
+                    await self.endpoint.handle(
+                        {"command": "configure", "arguments": config}
+                    )
+                except IPCError:
+                    return  # the client left before it was configured
+                except Exception as exc:
+                    print(
+                        f"[dapper-trio] cannot apply the DAP client's configuration:"
+                        f" {exc}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                self.on_attached()
+                async with trio.open_nursery() as waits:
+                    waits.start_soon(_cancel_when, channel.wait_closed, waits)
+                    waits.start_soon(_cancel_when, done.wait, waits)
+                if done.is_set() and self._exit_status is not None:
+                    _queue(send, ("exited", {"exitCode": self._exit_status}))
+                send.close()  # the sender ends once it has sent what is queued
+                nursery.cancel_scope.deadline = trio.current_time() + 2.0
+        finally:
+            send.close()
+            session.attached = False
+            self.endpoint.unbind()
+            session.port.connection_lost()
+            with trio.CancelScope(shield=True):
+                await self._detach()
+
+    async def _detach(self) -> None:
+        _, deliver, done = _slot()
+        self.endpoint.session.queue_configuration(Command("detach", {}, deliver))
+        with trio.move_on_after(5.0):
+            await done.wait()
+
+    async def _handle_request(self, method: str, params: Any) -> Any:
+        if method != "dap":
+            raise UnknownMethod(f"unknown method {method!r}")
+        return await self.endpoint.handle(params)
+
+
+def _nothing() -> None:
+    return None
+
+
+async def _cancel_when(wait: Callable[[], Any], nursery: trio.Nursery) -> None:
+    await wait()
+    nursery.cancel_scope.cancel()
+
+
+__all__ = ["RESUMING", "ConnectingAgent", "DapEndpoint", "ListeningAgent", "main"]

@@ -1,0 +1,633 @@
+"""Where ``dapper-trio dap``'s program runs: a child process, this process, or
+a process that was already running.
+
+Theory of operation
+===================
+
+The problem.  The adapter (``_dap_server``) answers the client the same way
+whatever runs the program, but starting, reaching and ending the program
+differ: a child process is spawned, connects back over IPC and is killed if
+need be; a program in the adapter's own process runs in a thread and can
+only be asked to end; a program someone else started is reached at the
+address it printed, with its token, and is left running when the client
+detaches.
+
+The design.  A backend is a task in the server's nursery (``run``, started
+with ``nursery.start``: it has started once the program is reachable) with
+three more methods: ``request`` (a "dap" request for the program's endpoint,
+``_dap_agent.DapEndpoint``; errors become ``RequestError``), ``end``
+(terminate, or detach) and ``exited`` (an event set once the program is
+gone).  It talks back to the server through its ``BackendHost``: events go
+to ``post`` in order, and the program's request for its configuration goes
+to ``configuration``, which waits for ``configurationDone``.
+
+* ``ExternalProcessBackend`` (``launch``): the program in a child process
+  in a session of its own, stdin from /dev/null, stdout and stderr piped and
+  forwarded as ``output`` events by two pump tasks; the child connects to an
+  IPC listener whose transport ``ipcTransport`` picks.  Ending it: the
+  debugger quits if it is stopped (``finally`` blocks run), else SIGTERM,
+  then SIGKILL after a grace period; it is always reaped.
+* ``InProcessBackend`` (``launch`` with ``inProcess``): the program in a
+  thread of this process, its endpoint served in the adapter's own trio loop
+  (no IPC at all).  Its ``sys.stdout`` and ``sys.stderr`` become ``output``
+  events; ``sys.argv``, ``sys.path[0]``, ``__main__``, the working directory
+  and the environment are the program's while it runs and put back after.
+  Ending it: quit at the stop it is in, or at the next one (a pause is sent).
+* ``AttachBackend`` (``attach``): connects to a program's IPC listener with
+  its token (refused: an error response, and the session goes on).
+  ``disconnect`` detaches (the program goes on without breakpoints);
+  ``terminateDebuggee`` or ``terminate`` quits it, or sends it SIGTERM if
+  it does not stop in time.
+
+Known holes.  One in-process program at a time per adapter process (its
+``sys`` state is global); an in-process program that never stops and runs
+outside trio cannot be ended before the adapter exits; output written to
+file descriptors 1 and 2 directly (C code, child processes) by an
+in-process program is not captured.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol
+
+import trio
+
+from ._dap_requests import RequestError
+from ._ipc import (
+    Address,
+    Channel,
+    ConnectionLost,
+    HandshakeError,
+    RemoteCommandError,
+    connect,
+    new_token,
+    open_listener,
+)
+
+#: Environment variable carrying the adapter's address and token (and the
+#: target) to a launched debuggee (``_dap_agent.main``).
+ADAPTER_ENV = "DAPPER_TRIO_DAP_ADAPTER"
+
+#: Seconds a program gets to quit (``finally`` blocks run) after ``terminate``
+#: or ``disconnect`` before it is sent SIGTERM.
+QUIT_GRACE = 2.0
+#: Seconds a request to end the program, or SIGTERM, may take to work.
+TERMINATE_GRACE = 0.4
+#: Seconds the pumps may take to forward the last output after the exit.
+OUTPUT_DRAIN_TIMEOUT = 2.0
+#: How much program output one ``output`` event carries at most.
+OUTPUT_CHUNK = 64 * 1024
+#: Seconds an attached program may take to answer the handshake.
+ATTACH_TIMEOUT = 10.0
+
+
+class BackendHost(Protocol):
+    """What a backend needs from the server."""
+
+    def post(self, event: str, body: Mapping[str, Any] | None = None) -> None:
+        """Send *event* to the client, after every event posted before."""
+
+    async def configuration(self) -> dict[str, Any]:
+        """The client's configuration, once ``configurationDone`` has come."""
+
+
+class Launch:
+    """What ``launch`` asked for, checked (see ``_dap_server.parse_launch``)."""
+
+    def __init__(
+        self,
+        *,
+        target: dict[str, Any],
+        cwd: str,
+        env: dict[str, str | None],
+        stop_on_entry: bool,
+        python: list[str] | None,
+        in_process: bool,
+        transport: Literal["unix", "tcp"],
+    ) -> None:
+        self.target = target
+        self.cwd = cwd
+        self.env = env
+        self.stop_on_entry = stop_on_entry
+        self.python = python or [sys.executable]
+        self.default_python = python is None
+        self.in_process = in_process
+        self.transport = transport
+
+
+def _remote_error(command: str, exc: RemoteCommandError) -> RequestError:
+    short = "notStopped" if exc.error_type == "NotStopped" else None
+    return RequestError(f"{command}: {exc.message}", short=short)
+
+
+class _ChannelBackend:
+    """A backend whose program is at the other end of an IPC channel."""
+
+    def __init__(self, host: BackendHost) -> None:
+        self.host = host
+        self.channel: Channel | None = None
+        self.connected = trio.Event()
+        self.exited = trio.Event()
+
+    async def request(
+        self, command: str, arguments: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        channel = self.channel
+        if channel is None:
+            if self.exited.is_set():
+                raise RequestError(f"{command}: the program has ended")
+            raise RequestError(f"{command}: the program is not connected yet")
+        try:
+            result = await channel.request(
+                "dap", {"command": command, "arguments": dict(arguments)}
+            )
+        except RemoteCommandError as exc:
+            raise _remote_error(command, exc) from None
+        except ConnectionLost:
+            raise RequestError(f"{command}: the program has ended") from None
+        if not isinstance(result, dict):
+            raise RequestError(f"{command}: the debuggee answered {result!r}")
+        return result
+
+    async def _handle_request(self, method: str, params: Any) -> Any:
+        if method != "configure":
+            raise LookupError(f"unknown method {method!r}")
+        return await self.host.configuration()
+
+    async def _handle_event(self, event: str, body: Any) -> None:
+        self.host.post(event, body if isinstance(body, dict) else {})
+
+
+# -- a child process -------------------------------------------------------------
+
+
+class ExternalProcessBackend(_ChannelBackend):
+    """The launched program in a child process, connected over IPC."""
+
+    default_terminate = True
+
+    def __init__(self, host: BackendHost, launch: Launch) -> None:
+        super().__init__(host)
+        self.launch = launch
+        self.process: trio.Process | None = None
+        self.stopped = False
+
+    async def run(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        launch = self.launch
+        token = new_token()
+        async with open_listener(
+            token=token, transport=launch.transport, name="dapper-trio dap adapter"
+        ) as listener:
+            env = dict(os.environ)
+            env.setdefault("PYTHONUNBUFFERED", "1")
+            for key, value in launch.env.items():
+                if value is None:
+                    env.pop(key, None)
+                else:
+                    env[key] = value
+            env[ADAPTER_ENV] = json.dumps(
+                {
+                    "address": str(listener.address),
+                    "token": token,
+                    "target": launch.target,
+                }
+            )
+            flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+            command = [
+                *launch.python,
+                *(flags if launch.default_python else []),
+                "-c",
+                "from dapper_trio._dap_agent import main; main()",
+            ]
+            try:
+                process = await trio.lowlevel.open_process(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=launch.cwd,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise RequestError(
+                    f"launch: cannot start {launch.python[0]!r}: {exc.strerror or exc}"
+                ) from None
+            self.process = process
+            try:
+                self.host.post(
+                    "process",
+                    {
+                        "name": launch.target["name"],
+                        "systemProcessId": process.pid,
+                        "isLocalProcess": True,
+                        "startMethod": "launch",
+                    },
+                )
+                task_status.started()
+                async with trio.open_nursery() as pumps:
+                    assert process.stdout is not None
+                    assert process.stderr is not None
+                    pumps.start_soon(self._pump, process.stdout, "stdout")
+                    pumps.start_soon(self._pump, process.stderr, "stderr")
+                    async with trio.open_nursery() as connection:
+                        connection.start_soon(self._serve_debuggee, listener)
+                        await process.wait()
+                        connection.cancel_scope.cancel()
+                    pumps.cancel_scope.deadline = (
+                        trio.current_time() + OUTPUT_DRAIN_TIMEOUT
+                    )
+            finally:
+                with trio.CancelScope(shield=True):
+                    await _kill_and_reap(process)
+                self.channel = None
+                self.exited.set()
+        code = process.returncode
+        assert code is not None  # reaped above
+        self.host.post("exited", {"exitCode": code if code >= 0 else 128 - code})
+        self.host.post("terminated", {})
+
+    async def _serve_debuggee(self, listener: Any) -> None:
+        async with listener.accept(
+            request_handler=self._handle_request, event_handler=self._handle_event
+        ) as channel:
+            self.channel = channel
+            self.connected.set()
+            await channel.wait_closed()
+            self.channel = None
+
+    async def _pump(self, stream: trio.abc.ReceiveStream, category: str) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        while True:
+            data = await stream.receive_some(OUTPUT_CHUNK)
+            text = decoder.decode(data, final=not data)
+            if text:
+                self.host.post("output", {"category": category, "output": text})
+            if not data:
+                return
+
+    async def end(self, *, terminate: bool) -> None:
+        """End the debuggee (a launched program always ends) and reap it, bounded.
+
+        The debugger quits at the stop the program is in, or at the next one
+        (a pause is sent), so ``finally`` blocks run; a program that does not
+        end within ``QUIT_GRACE`` gets SIGTERM, then SIGKILL.
+        """
+        process = self.process
+        if process is None or self.exited.is_set():
+            return
+        if self.channel is not None:
+            with trio.move_on_after(TERMINATE_GRACE), contextlib.suppress(RequestError):
+                await self.request("terminate", {})
+            with trio.move_on_after(QUIT_GRACE):
+                await self.exited.wait()
+                return
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with trio.move_on_after(TERMINATE_GRACE):
+            await self.exited.wait()
+            return
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with trio.move_on_after(2.0):
+            await self.exited.wait()
+
+
+async def _kill_and_reap(process: trio.Process) -> None:
+    """Kill *process*'s group if it still runs; reap it (bounded)."""
+    if process.returncode is None:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
+    with trio.move_on_after(5.0):
+        await process.wait()
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            await stream.aclose()
+
+
+# -- a program someone else started ---------------------------------------------------
+
+
+class AttachBackend(_ChannelBackend):
+    """A running program's listener, reached at its address with its token."""
+
+    default_terminate = False
+
+    def __init__(self, host: BackendHost, address: Address, token: str) -> None:
+        super().__init__(host)
+        self.address = address
+        self.token = token
+        self.pid: int | None = None
+        self.stopped = False
+
+    async def run(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    channel = await stack.enter_async_context(
+                        connect(
+                            self.address,
+                            token=self.token,
+                            name="dapper-trio dap adapter",
+                            request_handler=self._handle_request,
+                            event_handler=self._handle_event,
+                            handshake_timeout=ATTACH_TIMEOUT,
+                        )
+                    )
+                except HandshakeError as exc:
+                    raise RequestError(f"attach: {exc}") from None
+                except (ConnectionLost, OSError) as exc:
+                    raise RequestError(
+                        f"attach: cannot reach {self.address}: {exc}"
+                    ) from None
+                self.channel = channel
+                self.pid = channel.peer.pid
+                self.connected.set()
+                self.host.post(
+                    "process",
+                    {
+                        "name": f"{channel.peer.name} (pid {channel.peer.pid})",
+                        "systemProcessId": channel.peer.pid,
+                        "isLocalProcess": True,
+                        "startMethod": "attach",
+                    },
+                )
+                task_status.started()
+                try:
+                    await channel.wait_closed()
+                finally:
+                    self.channel = None
+        finally:
+            self.exited.set()
+        self.host.post("terminated", {})
+
+    async def end(self, *, terminate: bool) -> None:
+        """Detach (the program goes on), or end the program with *terminate*."""
+        channel = self.channel
+        if channel is None or self.exited.is_set():
+            return
+        if terminate:
+            with trio.move_on_after(TERMINATE_GRACE), contextlib.suppress(RequestError):
+                await self.request("terminate", {})
+            with trio.move_on_after(QUIT_GRACE):
+                await self.exited.wait()
+                return
+            if self.pid is not None and self.pid != os.getpid():
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGTERM)
+        await channel.aclose()
+        with trio.move_on_after(2.0):
+            await self.exited.wait()
+
+
+# -- this process -------------------------------------------------------------
+
+_in_process_lock = threading.Lock()
+
+
+class _EventStream(io.TextIOBase):
+    """A program's ``sys.stdout`` or ``sys.stderr``: lines become ``output`` events."""
+
+    def __init__(self, category: str, post: Any) -> None:
+        self._category = category
+        self._post = post
+        self._lock = threading.Lock()
+        self._pending: list[str] = []
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        with self._lock:
+            self._pending.append(text)
+            if "\n" not in text:
+                return len(text)
+            data = "".join(self._pending)
+            self._pending.clear()
+        self._post(self._category, data)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            data = "".join(self._pending)
+            self._pending.clear()
+        if data:
+            self._post(self._category, data)
+
+
+class _SavedProcessState:
+    """What an in-process program changes in ``sys`` and ``os``, put back after."""
+
+    def __init__(self, env: Mapping[str, str | None]) -> None:
+        self.argv = list(sys.argv)
+        self.path0 = sys.path[0] if sys.path else None
+        self.main = sys.modules.get("__main__")
+        self.cwd = os.getcwd()
+        self.stdout, self.stderr = sys.stdout, sys.stderr
+        self.env = {key: os.environ.get(key) for key in env}
+
+    def restore(self) -> None:
+        sys.argv[:] = self.argv
+        if self.path0 is not None and sys.path:
+            sys.path[0] = self.path0
+        if self.main is not None:
+            sys.modules["__main__"] = self.main
+        with contextlib.suppress(OSError):
+            os.chdir(self.cwd)
+        sys.stdout, sys.stderr = self.stdout, self.stderr
+        for key, value in self.env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class InProcessBackend:
+    """The launched program in a thread of the adapter's process."""
+
+    default_terminate = True
+
+    def __init__(self, host: BackendHost, launch: Launch) -> None:
+        self.host = host
+        self.launch = launch
+        self.connected = trio.Event()
+        self.exited = trio.Event()
+        self.stopped = False
+        self._endpoint: Any = None
+        self._status = 1
+
+    async def run(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        from . import _dap_agent, _dap_debuggee
+        from ._targets import LaunchError, Target
+
+        if not _in_process_lock.acquire(blocking=False):
+            raise RequestError(
+                "launch: another program runs in this adapter's process; "
+                "'inProcess' allows one at a time"
+            )
+        try:
+            target = Target.from_dict(self.launch.target)
+            endpoint = _dap_agent.DapEndpoint()
+            token = trio.lowlevel.current_trio_token()
+            try:
+                search = _dap_agent.launched_search(target, self.launch.cwd)
+            except LaunchError:
+                search = None
+            session = _dap_debuggee.DapSession(endpoint, search=search)
+            session.own_threads.add(threading.get_ident())
+            endpoint.bind(token, self.host.post)
+            self._endpoint = endpoint
+            done = trio.Event()
+            thread = threading.Thread(
+                target=self._program_main,
+                args=(session, target, token, done),
+                name="dapper-trio program",
+                daemon=True,
+            )
+            self.host.post(
+                "process",
+                {
+                    "name": target.name,
+                    "systemProcessId": os.getpid(),
+                    "isLocalProcess": True,
+                    "startMethod": "launch",
+                },
+            )
+            thread.start()
+            self.connected.set()
+            task_status.started()
+            try:
+                await done.wait()
+            finally:
+                endpoint.unbind()
+                self.exited.set()
+        finally:
+            _in_process_lock.release()
+        self.host.post("exited", {"exitCode": self._status})
+        self.host.post("terminated", {})
+
+    def _program_main(
+        self,
+        session: Any,
+        target: Any,
+        token: trio.lowlevel.TrioToken,
+        done: trio.Event,
+    ) -> None:
+        from . import _session, _tracing
+        from ._launcher import LaunchError, RunOptions, run_program
+
+        launch = self.launch
+        saved = _SavedProcessState(launch.env)
+        previous_session = _session._SESSION
+        previous_factory = _tracing.debugger_factory
+
+        def post_output(category: str, text: str) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(
+                    self.host.post, "output", {"category": category, "output": text}
+                )
+
+        status = 1
+        try:
+            os.chdir(launch.cwd)
+            for key, value in launch.env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            sys.stdout = _EventStream("stdout", post_output)
+            sys.stderr = _EventStream("stderr", post_output)
+            session.threads.program_thread = threading.get_ident()
+            session.threads.program_thread_name = threading.current_thread().name
+            _session._SESSION = session
+            session.debugger()  # this thread's debugger is the main one
+            config = trio.from_thread.run(self.host.configuration, trio_token=token)
+            session.configure(config)
+            try:
+                status = run_program(
+                    target,
+                    RunOptions(stop_on_entry=bool(config.get("stop_on_entry"))),
+                    session=session,
+                    sigint_ignored=True,
+                )
+            except LaunchError as exc:
+                print(f"dapper-trio: error: {exc}", file=sys.stderr)
+                status = 2
+        except (trio.RunFinishedError, trio.Cancelled):
+            status = 1  # the adapter is going away
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            with contextlib.suppress(Exception):
+                session.main_debugger().clear_all_breaks()
+            session.watch.close()
+            real_run = session._real_trio_run
+            if (
+                real_run is not None
+                and getattr(trio.run, "__wrapped__", None) is real_run
+            ):
+                trio.run = real_run  # type: ignore[assignment]
+            _session._SESSION = previous_session
+            _tracing.debugger_factory = previous_factory
+            saved.restore()
+            self._status = status
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done.set)
+
+    async def request(
+        self, command: str, arguments: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        from ._dap_debuggee import NotStopped
+
+        endpoint = self._endpoint
+        if endpoint is None or self.exited.is_set():
+            raise RequestError(f"{command}: the program has ended")
+        try:
+            result = await endpoint.handle(
+                {"command": command, "arguments": dict(arguments)}
+            )
+        except NotStopped as exc:
+            raise RequestError(f"{command}: {exc}", short="notStopped") from None
+        except Exception as exc:
+            raise RequestError(f"{command}: {exc}") from None
+        if not isinstance(result, dict):
+            raise RequestError(f"{command}: the debuggee answered {result!r}")
+        return result
+
+    async def end(self, *, terminate: bool) -> None:
+        """Quit the program (at its stop, or the next one), bounded."""
+        if self.exited.is_set() or self._endpoint is None:
+            return
+        with contextlib.suppress(RequestError):
+            await self.request("terminate", {})
+        with trio.move_on_after(QUIT_GRACE):
+            await self.exited.wait()
+
+
+Backend = ExternalProcessBackend | InProcessBackend | AttachBackend
