@@ -708,8 +708,14 @@ def bench(
     repeat: int,
     *,
     with_debugpy: bool,
+    only: Sequence[str] = (),
 ) -> Results:
-    contenders = [c for c in CONTENDERS if c.shown_on(target.version)]
+    contenders = [
+        c
+        for c in CONTENDERS
+        if c.shown_on(target.version)
+        and (c is BASELINE or not only or any(text in c.name for text in only))
+    ]
     unavailable: dict[str, str] = {}
     for contender in contenders:
         if contender.needs_debugpy and not with_debugpy:
@@ -895,6 +901,21 @@ def main() -> None:
         "--no-debugpy", dest="debugpy", action="store_false", help="leave debugpy out"
     )
     parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="measure only the rows whose name contains TEXT (repeatable;"
+        " plain python always runs)",
+    )
+    parser.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="measure only the columns whose label contains TEXT (repeatable)",
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         default=DEFAULT_CACHE,
@@ -905,7 +926,11 @@ def main() -> None:
     if args.quick:
         args.scale, args.repeat = args.scale * 0.25, 1
     started = time.perf_counter()
-    cases = scenarios(args.scale)
+    cases = [
+        case
+        for case in scenarios(args.scale)
+        if not args.column or any(text in case.label for text in args.column)
+    ]
     print(
         "Run to completion with a breakpoint that never stops: wall time as a"
         f" ratio to plain python in the same run; {os.cpu_count()} CPUs.\n"
@@ -922,7 +947,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="dapper-trio-overhead-") as home:
             target = Target(python, version, home)
             results = bench(
-                target, description, cases, args.repeat, with_debugpy=args.debugpy
+                target,
+                description,
+                cases,
+                args.repeat,
+                with_debugpy=args.debugpy,
+                only=args.only,
             )
         print("\n".join(render(results, args.repeat)) + "\n", flush=True)
     if args.quick:

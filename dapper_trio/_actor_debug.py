@@ -37,8 +37,7 @@ import types
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import trio
-
+from . import _trio_import
 from ._actor_context import Actor, ChildConfig, current_actor
 from ._actor_errors import ProcessDied, RemoteError, format_path
 from ._tree_lock import (
@@ -586,7 +585,10 @@ def _local_errors(exc: BaseException) -> list[BaseException]:
         for inner in exc.exceptions:
             found.extend(_local_errors(inner))
         return found
-    if isinstance(exc, (RemoteError, ProcessDied, trio.Cancelled)):
+    trio = _trio_import.loaded()
+    if isinstance(exc, (RemoteError, ProcessDied)) or (
+        trio is not None and isinstance(exc, trio.Cancelled)
+    ):
         return []
     return [exc]
 

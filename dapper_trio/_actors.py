@@ -93,8 +93,8 @@ tree's root and no ``dapper-trio run`` session serves one already: see
 each child, and reports each child started and reaped to the root.  Every
 grace-period wait of the ladder (and of a cancelled call) runs on a clock
 that stops while any process of the child's subtree holds or waits for the
-terminal (``_within_grace``, fed by a ``watch`` connection to the root), so
-a process in a REPL is never signalled.  In the root, ``crash_repl``
+terminal (``_grace.wait_within``, fed by a ``watch`` connection to the
+root), so a process in a REPL is never signalled.  In the root, ``crash_repl``
 ``"every-hop"``/``"root"`` opens a post-mortem on a ``RemoteError`` before
 it is raised to the caller.
 """
@@ -122,6 +122,7 @@ from ._actor_context import current_actor as current_actor
 from ._actor_errors import ProcessDied as ProcessDied
 from ._actor_errors import RemoteError as RemoteError
 from ._actor_errors import error_from_dict, format_path
+from ._grace import wait_within
 from ._ipc import Channel, ConnectionLost, Listener, new_token, open_listener
 from ._tree_lock import SubtreeWatch, watch_subtree
 from ._wire import LocalProtocolError
@@ -560,7 +561,7 @@ class _Child:
                         await channel.send_event("cancel_call", {"call": call_id})
                     except ConnectionLost:
                         pass
-                await self._within_grace(watch, slot.event.wait)
+                await wait_within(watch, self._grace, slot.event.wait)
         if isinstance(slot.error, ProcessDied):
             raise slot.error
         if slot.report is not None and "error" in slot.report:
@@ -723,8 +724,11 @@ class _Child:
     async def _hold_channel(
         self, listener: Listener, *, task_status: trio.TaskStatus[Channel]
     ) -> None:
-        async with listener.accept(event_handler=self._on_event) as channel:
-            _forget_socket_file(listener)
+        # Only the child we started may connect, and it has: without the
+        # socket file, a parent killed with SIGKILL leaves nothing behind.
+        async with listener.accept(
+            event_handler=self._on_event, remove_path=True
+        ) as channel:
             task_status.started(channel)
             with self._hold_scope:
                 await channel.wait_closed()
@@ -764,11 +768,11 @@ class _Child:
                             await channel.send_event("cancel")
                         except ConnectionLost:
                             pass
-                await self._within_grace(watch, process.wait)
+                await wait_within(watch, self._grace, process.wait)
             if process.returncode is None:
                 self._escalated = "SIGTERM"
                 process.terminate()
-                await self._within_grace(watch, process.wait)
+                await wait_within(watch, self._grace, process.wait)
         if process.returncode is None:
             self._escalated = "SIGKILL"
             process.kill()
@@ -783,37 +787,6 @@ class _Child:
             return
         async with watch_subtree(tree.address, tree.token, self.path) as watch:
             yield watch
-
-    async def _within_grace(
-        self, watch: SubtreeWatch, done: Callable[[], Awaitable[object]]
-    ) -> bool:
-        """Wait for *done* up to ``grace_period``; True if it finished.
-
-        The clock stops while a process of this child's subtree holds or
-        waits for the terminal (debug mode), and starts again from zero when
-        the REPLs are over: a child is never signalled while it, or one of
-        its descendants, is in the debugger.
-        """
-        finished = False
-        while True:
-            await watch.wait_quiet()
-            async with trio.open_nursery() as race:
-                race.cancel_scope.deadline = trio.current_time() + self._grace
-
-                async def finish() -> None:
-                    nonlocal finished
-                    await done()
-                    finished = True
-                    race.cancel_scope.cancel()
-
-                async def interrupt() -> None:
-                    await watch.wait_busy()
-                    race.cancel_scope.cancel()
-
-                race.start_soon(finish)
-                race.start_soon(interrupt)
-            if finished or not watch.busy:
-                return finished
 
     def _report(self, process: trio.Process) -> None:
         """After reaping: raise what the nursery should know about, if anything."""
@@ -881,20 +854,3 @@ class _Child:
                         f" {slot.label}() ended"
                     )
                 )
-
-
-def _forget_socket_file(listener: Listener) -> None:
-    """Remove a unix listener's socket file and directory once a peer is in.
-
-    Only the child we started may connect, and it has; without the file a
-    parent killed with SIGKILL leaves nothing in the runtime directory.  The
-    listening socket itself is closed when its block ends.
-    """
-    address = listener.address
-    if address.transport != "unix":
-        return  # pragma: no cover - we only listen on unix sockets
-    try:
-        os.unlink(address.path)
-        os.rmdir(os.path.dirname(address.path))
-    except OSError:  # pragma: no cover - someone else removed it first
-        pass

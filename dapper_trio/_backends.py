@@ -110,7 +110,9 @@ class ExternalProcessBackend:
 
     async def _serve(self, listener: Any) -> None:
         async with listener.accept(
-            request_handler=self._handle_request, event_handler=self._handle_event
+            request_handler=self._handle_request,
+            event_handler=self._handle_event,
+            remove_path=True,
         ) as channel:
             self._connected = True
             await channel.wait_closed()

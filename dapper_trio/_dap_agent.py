@@ -344,12 +344,15 @@ class ConnectingAgent:
         session.port.connection_lost()
         if session.port.stopped:
             return  # the stopped thread quits the program
-        print(
-            f"[dapper-trio] lost the connection to the adapter ({why}); "
-            "the program is stopped.",
-            file=sys.stderr,
-            flush=True,
-        )
+        try:
+            print(
+                f"[dapper-trio] lost the connection to the adapter ({why}); "
+                "the program is stopped.",
+                file=sys.stderr,
+                flush=True,
+            )
+        except OSError:
+            pass  # stderr was a pipe to the adapter, which is gone
         os.kill(os.getpid(), signal.SIGTERM)
 
     async def _handle_request(self, method: str, params: Any) -> Any:

@@ -261,7 +261,9 @@ class ExternalProcessBackend(_ChannelBackend):
 
     async def _serve_debuggee(self, listener: Any) -> None:
         async with listener.accept(
-            request_handler=self._handle_request, event_handler=self._handle_event
+            request_handler=self._handle_request,
+            event_handler=self._handle_event,
+            remove_path=True,
         ) as channel:
             self.channel = channel
             self.connected.set()

@@ -2,10 +2,16 @@
 
 The program owns the main thread and its own trio run, and that run is frozen
 whenever a REPL is open.  So the connection to the supervisor lives in an
-*agent thread* with a trio run of its own: its nursery holds the channel and
-its reader task, and it keeps answering while the program is paused.  The
-main thread talks to the agent only through ``trio.from_thread`` with the
-agent's token, and waits for its configuration with a bounded timeout.
+*agent thread*: plain blocking sockets speaking the IPC frames (``_wire``)
+and the IPC handshake, so that it keeps answering while the program is
+paused -- and so that a debuggee does not import trio for a program that
+never does (see ``_trio_import``).
+
+The supervisor puts the run configuration in the debuggee's environment as
+well as answering ``configure``: the program starts as soon as the debuggee
+is up, while the supervisor is still importing trio beside it.  At the end
+the debuggee waits (bounded) until the supervisor has taken the connection,
+so the exit report is never lost.
 
 If the connection to the supervisor is lost while the program runs (the
 supervisor was killed), the debuggee terminates itself: a debuggee must never
@@ -18,19 +24,29 @@ import json
 import os
 import queue
 import signal
+import socket
 import sys
 import threading
 from typing import Any
 
-import trio
-
-from ._ipc import Address, Channel, connect
 from ._launcher import LaunchError, RunOptions, Target, run_program
 from ._session import get_session
-from ._spawn import SESSION_ENV
+from ._sockets import Address
+from ._targets import SESSION_ENV
+from ._wire import (
+    DEFAULT_MAX_FRAME_SIZE,
+    PROTOCOL_VERSION,
+    Frame,
+    FrameDecoder,
+    FrameKind,
+    ProtocolError,
+    encode_frame,
+)
 
 #: How long the debuggee waits for its supervisor before giving up.
 CONFIG_TIMEOUT = 30.0
+
+_CONFIGURE_ID = 1
 
 
 class Agent:
@@ -40,17 +56,28 @@ class Agent:
         self.address = address
         self.token = token
         self._config: queue.Queue[dict[str, Any] | BaseException] = queue.Queue()
-        self._trio_token: trio.lowlevel.TrioToken | None = None
-        self._done: trio.Event | None = None
-        self._exit_report: dict[str, Any] = {}
+        # Set once the supervisor has taken the connection, or it failed.
+        self._settled = threading.Event()
+        self._welcomed = False
+        self._send_lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._decoder = FrameDecoder(
+            peer=f"supervisor at {address}", max_frame_size=DEFAULT_MAX_FRAME_SIZE
+        )
         self._finishing = False
         self._thread = threading.Thread(
             target=self._thread_main, name="dapper-trio agent", daemon=True
         )
 
-    def start(self) -> dict[str, Any]:
-        """Connect and return the run configuration the supervisor sends."""
+    def start(self, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Connect; return *config*, or the configuration the supervisor sends.
+
+        With *config* (it came with the environment) this returns at once and
+        the connection is made in the background.
+        """
         self._thread.start()
+        if config is not None:
+            return config
         try:
             result = self._config.get(timeout=CONFIG_TIMEOUT)
         except queue.Empty:
@@ -60,73 +87,153 @@ class Agent:
         return result
 
     def finish(self, status: int, *, quit: bool) -> None:
-        """Report the program's exit status and close the connection."""
-        self._finishing = True
-        token = self._trio_token
-        if token is None:
-            return
-        try:
-            trio.from_thread.run_sync(
-                self._set_done, {"status": status, "quit": quit}, trio_token=token
-            )
-        except (trio.RunFinishedError, RuntimeError):
-            return
-        self._thread.join(timeout=5.0)
+        """Report the program's exit status and close the connection.
 
-    def _set_done(self, report: dict[str, Any]) -> None:
-        self._exit_report = report
-        if self._done is not None:
-            self._done.set()
+        Waits up to CONFIG_TIMEOUT seconds for the supervisor to have taken
+        the connection, so that the report reaches it.
+        """
+        self._finishing = True
+        self._settled.wait(CONFIG_TIMEOUT)
+        if not self._welcomed:
+            return
+        report = {"status": status, "quit": quit}
+        try:
+            self._send(
+                encode_frame(FrameKind.EVENT, {"event": "exited", "body": report})
+            )
+        except OSError:
+            pass
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(timeout=5.0)
+        if sock is not None:
+            sock.close()
+
+    # -- the agent thread ---------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        sock = self._sock
+        if sock is None:
+            raise OSError("not connected")
+        with self._send_lock:
+            sock.sendall(data)
 
     def _thread_main(self) -> None:
         try:
-            trio.run(self._main)
+            try:
+                self._connect()
+            finally:
+                self._settled.set()
+            self._serve()
         except BaseException as exc:
             self._config.put(exc)
             if not self._finishing:
                 self._supervisor_lost(exc)
-
-    async def _main(self) -> None:
-        self._trio_token = trio.lowlevel.current_trio_token()
-        self._done = trio.Event()
-        async with connect(
-            self.address,
-            token=self.token,
-            name=f"debuggee pid {os.getpid()}",
-            request_handler=self._handle_request,
-        ) as channel:
-            config = await channel.request("configure")
-            self._config.put(config)
-            await self._serve_until_done(channel)
-
-    async def _serve_until_done(self, channel: Channel) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_connection, channel, nursery.cancel_scope)
-            assert self._done is not None
-            await self._done.wait()
-            await channel.send_event("exited", self._exit_report)
-            nursery.cancel_scope.cancel()
-
-    async def _watch_connection(
-        self, channel: Channel, scope: trio.CancelScope
-    ) -> None:
-        await channel.wait_closed()
+            return
         if not self._finishing:
-            self._supervisor_lost(channel.close_reason)
-        scope.cancel()
+            self._supervisor_lost("the supervisor closed the connection")
 
-    async def _handle_request(self, method: str, params: Any) -> Any:
+    def _connect(self) -> None:
+        address = self.address
+        if address.transport == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            target: Any = address.path
+        else:
+            sock = socket.socket(
+                socket.AF_INET6 if ":" in address.host else socket.AF_INET
+            )
+            target = (address.host, address.port)
+        try:
+            sock.settimeout(CONFIG_TIMEOUT)
+            sock.connect(target)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        hello = {
+            "protocol": PROTOCOL_VERSION,
+            "token": self.token,
+            "name": f"debuggee pid {os.getpid()}",
+            "pid": os.getpid(),
+        }
+        self._send(encode_frame(FrameKind.HANDSHAKE, hello))
+        reply = self._receive()
+        if reply is None or reply.kind is not FrameKind.HANDSHAKE:
+            raise ConnectionError(f"no handshake reply from {address}")
+        payload = reply.payload
+        if type(payload) is not dict or payload.get("ok") is not True:
+            why = payload.get("error") if type(payload) is dict else payload
+            raise ConnectionError(f"{address} refused the connection: {why}")
+        sock.settimeout(None)
+        self._welcomed = True
+        request = {"id": _CONFIGURE_ID, "method": "configure", "params": None}
+        self._send(encode_frame(FrameKind.REQUEST, request))
+
+    def _receive(self) -> Frame | None:
+        assert self._sock is not None
+        while (frame := self._decoder.next_frame()) is None:
+            data = self._sock.recv(65536)
+            if not data:
+                return None
+            self._decoder.feed(data)
+        return frame
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                frame = self._receive()
+            except (OSError, ProtocolError) as exc:
+                if self._finishing:
+                    return
+                raise ConnectionError(str(exc)) from exc
+            if frame is None:
+                return
+            message = frame.payload
+            if type(message) is not dict:
+                continue
+            if frame.kind is FrameKind.RESPONSE and message.get("id") == _CONFIGURE_ID:
+                if "result" in message:
+                    self._config.put(message["result"])
+                else:
+                    error = message.get("error") or {}
+                    self._config.put(RuntimeError(str(error.get("message", error))))
+            elif frame.kind is FrameKind.REQUEST:
+                self._answer(message)
+
+    def _answer(self, message: dict[str, Any]) -> None:
+        request_id = message.get("id")
+        method = message.get("method")
+        response: dict[str, Any]
         if method == "ping":
-            return {"pid": os.getpid()}
-        raise LookupError(f"unknown method {method!r}")
+            response = {"id": request_id, "result": {"pid": os.getpid()}}
+        else:
+            response = {
+                "id": request_id,
+                "error": {
+                    "type": "UnknownMethod",
+                    "message": f"unknown method {method!r}",
+                    "traceback": "",
+                },
+            }
+        try:
+            self._send(encode_frame(FrameKind.RESPONSE, response))
+        except OSError:
+            pass  # the reader sees the connection end
 
     def _supervisor_lost(self, why: object) -> None:
-        print(
-            f"[dapper-trio] lost the connection to the supervisor ({why}); "
-            "the program is stopped.",
-            file=sys.stderr,
-            flush=True,
-        )
+        try:
+            print(
+                f"[dapper-trio] lost the connection to the supervisor ({why}); "
+                "the program is stopped.",
+                file=sys.stderr,
+                flush=True,
+            )
+        except (OSError, ValueError):
+            pass  # stderr is gone too: stop all the same
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -138,7 +245,7 @@ def main() -> None:
     info = json.loads(raw)
     agent = Agent(Address.parse(info["address"]), info["token"])
     try:
-        config = agent.start()
+        config = agent.start(info.get("config"))
         target = Target.from_dict(config["target"])
         options = RunOptions.from_dict(config["options"])
     except (LaunchError, KeyError, ValueError) as exc:

@@ -54,9 +54,10 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from . import _breakpoints, _frames, _instrument, _tracing, _trio_internals
+
+if TYPE_CHECKING:
+    import trio
 
 
 class DebuggerQuit(BaseException):

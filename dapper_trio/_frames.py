@@ -15,8 +15,10 @@ import sys
 import sysconfig
 import types
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
-import trio
+if TYPE_CHECKING:
+    import trio
 
 #: Modules (and their submodules) whose frames are hidden and never stepped into.
 HIDDEN_MODULES: frozenset[str] = frozenset(

@@ -76,7 +76,10 @@ Authentication: the connecting side must send a HANDSHAKE frame with the
 session's random token first; the listener compares it in constant time and
 processes no other frame before that.  Frames before authentication are
 capped at 64 KiB, so an unauthenticated peer cannot make us buffer 16 MiB.
-Unix sockets live in a fresh 0700 directory, which is removed on close.
+Unix sockets live in a fresh 0700 directory, which is removed on close, or
+as soon as the one peer a listener is for has authenticated
+(``accept(remove_path=True)``; see ``_sockets`` for what a killed process
+leaves behind).
 
 Known holes.  The pid a peer announces in its handshake is not verified
 (``SO_PEERCRED`` could, on Linux).  The token travels in clear text, which is
@@ -1091,9 +1094,11 @@ class Listener:
         name: str,
         max_frame_size: int,
         handshake_timeout: float,
+        bound: BoundSocket | None = None,
     ) -> None:
         self._socket_listener = socket_listener
         self._address = address
+        self._bound = bound
         self._token = token.encode()
         self._name = name
         self._max_frame_size = max_frame_size
@@ -1120,6 +1125,18 @@ class Listener:
     def name(self) -> str:
         """The name this side announces in handshakes."""
         return self._name
+
+    def remove_path(self) -> None:
+        """Remove a unix socket's file and its directory now; keep listening.
+
+        No new peer can connect after this (over unix); connected peers, and
+        connections waiting to be accepted, are not affected.  A listener for
+        one peer calls it once that peer is in (``accept(remove_path=True)``):
+        a process killed with SIGKILL then leaves nothing behind.
+        Idempotent; nothing to do for TCP.
+        """
+        if self._bound is not None:
+            self._bound.remove_path()
 
     async def serve(
         self,
@@ -1163,11 +1180,15 @@ class Listener:
         *,
         request_handler: RequestHandler | None = None,
         event_handler: EventHandler | None = None,
+        remove_path: bool = False,
     ) -> AsyncIterator[Channel]:
         """Wait for one peer that authenticates; yield its ``Channel``.
 
         Peers that fail the handshake are logged and closed, and waiting goes
-        on.  The channel is closed when the block ends.
+        on.  The channel is closed when the block ends.  With *remove_path*,
+        the peer is the only one this listener is for: the socket file and
+        its directory are removed (``remove_path()``) as soon as it has
+        authenticated, before the block starts.
 
         Cancellation: stops waiting (a connection being authenticated is
         closed); inside the block, the channel is closed on the way out.
@@ -1177,6 +1198,8 @@ class Listener:
             authenticated = await self._authenticate(stream)
             if authenticated is not None:
                 break
+        if remove_path:
+            self.remove_path()
         peer, decoder = authenticated
         async with _open_channel(
             stream,
@@ -1321,7 +1344,10 @@ async def open_listener(
     it over, and the transport options are then ignored.
 
     On leaving the block, however it is left, the listening socket is closed
-    and the socket file and its directory are removed.
+    and the socket file and its directory are removed (if
+    ``Listener.remove_path()`` did not remove them already).  While the file
+    exists, SIGTERM or SIGHUP with their default action remove it before the
+    process dies (see ``_sockets``).
 
     Cancellation: while opening, nothing is left behind; inside the block,
     the cleanup above runs on the way out.
@@ -1342,6 +1368,7 @@ async def open_listener(
                 name=name,
                 max_frame_size=max_frame_size,
                 handshake_timeout=handshake_timeout,
+                bound=bound,
             )
     finally:
         bound.close()

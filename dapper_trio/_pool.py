@@ -118,6 +118,7 @@ from ._actor_codec import dumps_args, function_ref
 from ._actor_errors import ProcessDied, RemoteError, format_path
 from ._actors import ActorNursery, Portal, _Child, open_actor_nursery
 from ._errors import DapperTrioError
+from ._grace import wait_within
 from ._lifecycle import WatchOverflowError
 from ._pool_policy import (
     RECYCLE_REASONS,
@@ -1239,7 +1240,7 @@ class WorkerPool:
         # ends when the worker does.
         self._lives.start_soon(call, name=f"dapper_trio pool: ping {worker.name}")
         timeout = self._config.health_check_timeout
-        in_time = await _wait_within(worker.watch, timeout, done.wait)
+        in_time = await wait_within(worker.watch, timeout, done.wait)
         worker.pinging = False
         if answered:
             self._make_available(worker)
@@ -1322,7 +1323,7 @@ class WorkerPool:
             self._drain(worker, "the pool is shutting down")
         if worker.state is _DRAINING and worker.in_call:
             timeout = self._config.shutdown_timeout
-            if not await _wait_within(worker.watch, timeout, worker.wait_call_done):
+            if not await wait_within(worker.watch, timeout, worker.wait_call_done):
                 logger.info(
                     "worker %s (pid %d): its call did not end within"
                     " shutdown_timeout (%g s); cancelling it",
@@ -1371,36 +1372,6 @@ async def _debugger_watch(
         return
     async with watch_subtree(tree.address, tree.token, path) as watch:
         yield watch
-
-
-async def _wait_within(
-    watch: SubtreeWatch, seconds: float, done: Callable[[], Awaitable[object]]
-) -> bool:
-    """Wait for *done* up to *seconds*; True if it finished in time.
-
-    The clock stops while the worker is in the debugger (*watch* busy) and
-    starts again from zero when it leaves, as the actor ladder's does.
-    """
-    finished = False
-    while True:
-        await watch.wait_quiet()
-        async with trio.open_nursery() as race:
-            race.cancel_scope.deadline = trio.current_time() + seconds
-
-            async def finish() -> None:
-                nonlocal finished
-                await done()
-                finished = True
-                race.cancel_scope.cancel()
-
-            async def interrupt() -> None:
-                await watch.wait_busy()
-                race.cancel_scope.cancel()
-
-            race.start_soon(finish)
-            race.start_soon(interrupt)
-        if finished or not watch.busy:
-            return finished
 
 
 def _describe(error: BaseException | None) -> str:

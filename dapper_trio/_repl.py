@@ -22,13 +22,58 @@ import traceback
 import types
 from typing import TYPE_CHECKING, Any
 
-import pdbpp
-import trio
-
-from . import _frames, _tasks, _trio_internals
+from . import _frames, _tasks, _trio_import, _trio_internals
 from ._engine import TaskAwareBdb
 
+
+def _import_pdbpp() -> Any:
+    """Import pdbpp, without compiling the standard library's pdb.py again.
+
+    pdbpp builds a private copy of the stdlib ``pdb`` module by reading
+    pdb.py and calling ``compile()`` on it at import -- 10-25 ms of every
+    debuggee's start-up, since nothing caches the result.  The interpreter's
+    own bytecode cache of pdb.py holds the same code object (same source,
+    file name and flags), so while pdbpp is imported, ``compile()`` of that
+    one file is answered from the cache through importlib's loader, which
+    checks the cache against the source and compiles when it is stale.
+    """
+    existing = sys.modules.get("pdbpp")
+    if existing is not None:
+        return existing
+    import builtins
+    import code
+    import importlib.machinery
+    import os
+
+    pdb_path = os.path.join(os.path.dirname(code.__file__), "pdb.py")
+    real_compile = builtins.compile
+
+    def compile_from_cache(
+        source: Any, filename: Any, mode: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        if filename == pdb_path and mode == "exec" and type(source) is str:
+            try:
+                loader = importlib.machinery.SourceFileLoader("pdb", pdb_path)
+                cached = loader.get_code("pdb")
+            except Exception:  # fall back to pdbpp's own way
+                cached = None
+            if cached is not None:
+                return cached
+        return real_compile(source, filename, mode, *args, **kwargs)
+
+    builtins.compile = compile_from_cache
+    try:
+        import pdbpp
+    finally:
+        builtins.compile = real_compile
+    return pdbpp
+
+
+pdbpp = _import_pdbpp()
+
 if TYPE_CHECKING:
+    import trio
+
     from ._session import DebugSession
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
@@ -69,7 +114,7 @@ def _one_line(exc: BaseException) -> str:
     return traceback.format_exception_only(type(exc), exc)[-1].strip()
 
 
-class TrioPdb(TaskAwareBdb, pdbpp.Pdb):  # type: ignore[misc]
+class TrioPdb(TaskAwareBdb, pdbpp.Pdb):  # type: ignore[misc,name-defined]
     """pdbpp's REPL, following trio tasks."""
 
     _wait_for_mainpyfile: bool
@@ -253,6 +298,10 @@ class TrioPdb(TaskAwareBdb, pdbpp.Pdb):  # type: ignore[misc]
                     "continue to see its tasks"
                 )
                 return
+            trio = _trio_import.loaded()
+            if trio is None:
+                self.error(NO_TRIO_RUN)
+                return
             try:
                 tree = trio.from_thread.run_sync(
                     lambda: _tasks.snapshot(include_system=include_system)
@@ -354,6 +403,8 @@ class TrioPdb(TaskAwareBdb, pdbpp.Pdb):  # type: ignore[misc]
         owners = _trio_internals.nursery_owners(task)
         stack = list(self.fullstack)
         lines = []
+        import trio
+
         now = trio.current_time()
         for info in _trio_internals.cancel_scopes(task):
             nursery = owners.get(id(info.scope))

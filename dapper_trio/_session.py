@@ -53,12 +53,12 @@ import types
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-import trio
-
-from . import _frames, _tasks, _tracing, _trio_internals
+from . import _frames, _tasks, _tracing, _trio_import, _trio_internals
 from ._engine import ANY_TASK, DebuggerQuit
 
 if TYPE_CHECKING:
+    import trio
+
     from ._repl import TrioPdb
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
@@ -86,13 +86,16 @@ def is_quit(exc: BaseException, *, quit_requested: bool) -> bool:
     if isinstance(exc, KeyboardInterrupt):
         return quit_requested
     if isinstance(exc, BaseExceptionGroup):
-        leaves = [
-            leaf for leaf in _iter_leaves(exc) if not isinstance(leaf, trio.Cancelled)
-        ]
+        leaves = [leaf for leaf in _iter_leaves(exc) if not _is_cancelled(leaf)]
         return bool(leaves) and all(
             is_quit(leaf, quit_requested=quit_requested) for leaf in leaves
         )
     return False
+
+
+def _is_cancelled(exc: BaseException) -> bool:
+    trio = _trio_import.loaded()
+    return trio is not None and isinstance(exc, trio.Cancelled)
 
 
 def _iter_leaves(exc: BaseException) -> Iterator[BaseException]:
@@ -122,8 +125,17 @@ class TreeTerminal(Protocol):
         """The tree's processes, one line each (the ``procs`` command)."""
 
 
-class SessionInstrument(trio.abc.Instrument):
-    """Task ids and exits for the registry; Ctrl-C wrapping around each run."""
+if TYPE_CHECKING:
+    _Instrument = trio.abc.Instrument
+else:
+    _Instrument = object
+
+
+class SessionInstrument(_Instrument):
+    """Task ids and exits for the registry; Ctrl-C wrapping around each run.
+
+    A trio instrument, duck-typed (see _tasks.TaskInstrument).
+    """
 
     def __init__(self, session: DebugSession) -> None:
         self.session = session
@@ -167,6 +179,7 @@ class DebugSession:
         #: The thread running the program's trio loop, once known.
         self.trio_thread: int | None = None
         self._real_trio_run: Callable[..., Any] | None = None
+        self._wrap_pending = False
         #: In a debug-mode actor tree: the tree's terminal, which every REPL
         #: of this process holds (after this process's own REPL lock).
         self.tree: TreeTerminal | None = None
@@ -186,9 +199,7 @@ class DebugSession:
         existing: TrioPdb | None = getattr(self._local, "debugger", None)
         if existing is not None:
             return existing
-        from ._repl import TrioPdb
-
-        created = TrioPdb(self, use_global_pdb=False)
+        created = self.new_debugger()
         created.quit_without_raising = self._quit_by_interrupt
         if self._main_debugger is None:
             self._main_debugger = created
@@ -198,6 +209,18 @@ class DebugSession:
             created.breaks = self._main_debugger.breaks
         self._local.debugger = created
         return created
+
+    def new_debugger(self) -> TrioPdb:
+        """Build a debugger for the calling thread (``debugger()`` calls it once).
+
+        A front end's session overrides this to use its own debugger class
+        (the DAP server's does); the rest of ``debugger()`` -- one per
+        thread, the breakpoint index shared -- stays the same.
+        """
+        from ._repl import TrioPdb
+
+        # (pdbpp's metaclass takes use_global_pdb out of the arguments.)
+        return TrioPdb(self, use_global_pdb=False)
 
     # -- one REPL at a time -------------------------------------------------
 
@@ -260,6 +283,8 @@ class DebugSession:
         if runner is None or runner is self._instrumented_runner:
             return  # not in a trio thread, or done already for this run
         self._instrumented_runner = runner
+        import trio
+
         try:
             trio.lowlevel.add_instrument(self.instrument)
             self._token = trio.lowlevel.current_trio_token()
@@ -367,6 +392,8 @@ class DebugSession:
             debugger.request_pause(frame, task=ANY_TASK)
             token = self._token
             if token is not None:
+                import trio
+
                 try:
                     token.run_sync_soon(self._pause_idle_loop)
                 except trio.RunFinishedError:  # pragma: no cover - racing exit
@@ -385,6 +412,8 @@ class DebugSession:
         # the second also waits while any task is runnable.
         if self._pending_pause_at is None:
             return
+        import trio
+
         busy = trio.lowlevel.current_statistics().tasks_runnable > 0
         if not second_look or busy:
             if self._token is not None:
@@ -415,6 +444,13 @@ class DebugSession:
     # -- trio.run integration -------------------------------------------------
 
     def _wrap_trio_run(self) -> None:
+        # When the program imports trio (at once if it has).
+        if self._real_trio_run is None and not self._wrap_pending:
+            self._wrap_pending = True
+            _trio_import.when_imported(self._wrap_run_of)
+
+    def _wrap_run_of(self, trio: Any) -> None:
+        self._wrap_pending = False
         if self._real_trio_run is not None:
             return
         real = trio.run
@@ -440,9 +476,11 @@ class DebugSession:
 
         run.__doc__ = real.__doc__
         run.__wrapped__ = real  # type: ignore[attr-defined]
-        trio.run = run  # type: ignore[assignment]
+        trio.run = run
 
     def _run_started(self) -> None:
+        import trio
+
         self._token = trio.lowlevel.current_trio_token()
         self.trio_thread = threading.get_ident()
         _tracing.program_thread = (self.trio_thread, self._token.run_sync_soon)

@@ -4,6 +4,40 @@ Nothing here imports trio.  ``dapper-trio run`` binds the supervisor's
 listening socket and starts the debuggee *before* it imports trio, so that
 the two interpreters start up side by side; ``_ipc.open_listener`` then takes
 the bound socket over.
+
+Socket files left behind
+========================
+
+The problem.  A unix socket's file (and its private directory) outlives the
+process that bound it unless that process removes it, and a process killed
+by a signal runs no ``finally`` block.
+
+Things that don't work.
+* ``atexit``: it does not run when a signal's default action ends the
+  process (SIGTERM, SIGHUP), nor after SIGKILL.
+* Removing the file before anyone connected: the peer finds no socket.
+* Catching SIGTERM and cleaning up in trio (``open_signal_receiver``): only
+  code that runs trio can, and ``dapper-trio run`` binds before it imports
+  trio (about 0.2 s in which SIGTERM used to leave the file); and a library
+  must not change what SIGTERM does to its user's program (end it).
+
+The design.  A listener that serves one peer removes the file and its
+directory as soon as that peer has authenticated (``BoundSocket.remove_path``,
+``Listener.accept(remove_path=True)``): the file exists only between binding
+and that moment.  For that window, while a socket file of this process
+exists, SIGTERM and SIGHUP -- if their action is still the default one, and
+only in the main thread, where handlers can be set -- get a handler that
+removes this process's socket directories and then dies of the same signal
+with the default action, so the parent sees what it would have seen.  A
+handler installed later (trio's signal receiver, the program's own) takes
+precedence; ours is put back to the default once no file is left, if it is
+still the one installed.
+
+Known holes.  SIGKILL (or a crash of the interpreter) between binding and the
+peer's arrival still leaves the directory: nothing can run then.  Listeners
+that serve many peers (``serve()``, ``dapper_trio.listen``) keep their file
+for as long as they listen.  While the handler is installed, SIGTERM takes
+effect at the main thread's next bytecode, not inside a long C call.
 """
 
 from __future__ import annotations
@@ -11,9 +45,12 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket as stdlib_socket
 import sys
 import tempfile
+import threading
+import types
 from dataclasses import dataclass
 from typing import Literal
 
@@ -111,16 +148,63 @@ def _make_socket_dir(runtime_dir: str | None) -> tuple[str, str]:
     if not hasattr(stdlib_socket, "AF_UNIX"):
         raise IPCError("unix sockets are not available here; use transport='tcp'")
     directory = tempfile.mkdtemp(prefix="dapper-trio-", dir=_runtime_base(runtime_dir))
+    _track(directory)
     path = os.path.join(directory, SOCKET_NAME)
     size = len(os.fsencode(path))
     if size > _UNIX_PATH_MAX:
-        shutil.rmtree(directory, ignore_errors=True)
+        _untrack(directory)
         raise IPCError(
             f"unix socket path {path!r} is {size} bytes, over the limit of"
             f" {_UNIX_PATH_MAX}; point {RUNTIME_DIR_VARIABLE} (or runtime_dir=)"
             " at a shorter directory, or use transport='tcp'"
         )
     return directory, path
+
+
+# Signals whose default action ends the process, and which a process is sent
+# to ask it to end: the ones worth removing socket files for.
+_CLEANUP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# The socket directories of this process, each with the pid that made it (a
+# forked child must not remove its parent's files).
+_directories: dict[str, int] = {}
+
+
+def _on_signal(signum: int, frame: types.FrameType | None) -> None:
+    """Remove this process's socket directories, then die of *signum*."""
+    pid = os.getpid()
+    for directory, owner in list(_directories.items()):
+        if owner == pid:
+            shutil.rmtree(directory, ignore_errors=True)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(pid, signum)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _track(directory: str) -> None:
+    """Remove *directory* if a signal ends this process (see the top)."""
+    _directories[directory] = os.getpid()
+    if not _in_main_thread():
+        return
+    for signum in _CLEANUP_SIGNALS:
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            signal.signal(signum, _on_signal)
+
+
+def _untrack(directory: str) -> None:
+    """Remove *directory* now; put the default action back if none is left."""
+    shutil.rmtree(directory, ignore_errors=True)
+    _directories.pop(directory, None)
+    pid = os.getpid()
+    if any(owner == pid for owner in _directories.values()):
+        return
+    if not _in_main_thread():
+        return  # the handler stays, and acts as the default action would
+    for signum in _CLEANUP_SIGNALS:
+        if signal.getsignal(signum) is _on_signal:
+            signal.signal(signum, signal.SIG_DFL)
 
 
 @dataclass
@@ -131,11 +215,22 @@ class BoundSocket:
     address: Address
     directory: str | None  # the private directory of a unix socket
 
+    def remove_path(self) -> None:
+        """Remove a unix socket's file and directory; keep the socket open.
+
+        No new peer can connect after this; peers already connected, and
+        connections waiting in the backlog, are not affected.  For a listener
+        that serves one peer, call it once that peer is in (see the module's
+        docstring).  Idempotent; nothing to do for TCP.
+        """
+        directory, self.directory = self.directory, None
+        if directory is not None:
+            _untrack(directory)
+
     def close(self) -> None:
         """Close the socket; remove a unix socket's file and directory."""
         self.sock.close()
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        self.remove_path()
 
 
 def bind_listening_socket(
@@ -152,14 +247,20 @@ def bind_listening_socket(
     """
     if transport == "unix":
         directory, path = _make_socket_dir(runtime_dir)
-        sock = stdlib_socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+        try:
+            sock = stdlib_socket.socket(
+                stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM
+            )
+        except BaseException:
+            _untrack(directory)
+            raise
         try:
             sock.bind(path)
             os.chmod(path, 0o600)
             sock.listen(_BACKLOG)
         except BaseException:
             sock.close()
-            shutil.rmtree(directory, ignore_errors=True)
+            _untrack(directory)
             raise
         return BoundSocket(sock, Address("unix", path=path), directory)
     if transport == "tcp":

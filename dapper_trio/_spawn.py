@@ -20,12 +20,10 @@ import subprocess
 import sys
 import termios
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from ._sockets import BoundSocket, bind_listening_socket, new_token
-
-#: Environment variable carrying the supervisor's address and token.
-SESSION_ENV = "DAPPER_TRIO_SUPERVISOR"
+from ._targets import SESSION_ENV as SESSION_ENV
 
 
 def debuggee_command() -> list[str]:
@@ -57,26 +55,35 @@ class StartedDebuggee:
         self.restore_terminal()
 
 
-def start_debuggee(*, transport: Literal["unix", "tcp"] = "unix") -> StartedDebuggee:
+def start_debuggee(
+    *,
+    transport: Literal["unix", "tcp"] = "unix",
+    config: dict[str, Any] | None = None,
+) -> StartedDebuggee:
     """Bind a listening socket and start a debuggee that will connect to it.
 
     The child starts with SIGINT ignored (an ignored signal stays ignored
     across exec), so a Ctrl-C during its start-up cannot kill it; it installs
     its own handler once ready -- unless SIGINT was already ignored here (a
     background job), in which case it keeps ignoring it, as python would.
+
+    With *config* (what the supervisor answers to ``configure``) the child
+    gets its configuration in its environment and starts the program at once,
+    without waiting for this process to import trio and serve.
     """
     restore_terminal = save_terminal()
     token = new_token()
     bound = bind_listening_socket(transport=transport)
     sigint_ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     env = dict(os.environ)
-    env[SESSION_ENV] = json.dumps(
-        {
-            "address": str(bound.address),
-            "token": token,
-            "sigint_ignored": sigint_ignored,
-        }
-    )
+    info: dict[str, Any] = {
+        "address": str(bound.address),
+        "token": token,
+        "sigint_ignored": sigint_ignored,
+    }
+    if config is not None:
+        info["config"] = config
+    env[SESSION_ENV] = json.dumps(info)
     try:
         process = subprocess.Popen(
             debuggee_command(), env=env, preexec_fn=_ignore_sigint

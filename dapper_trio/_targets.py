@@ -11,6 +11,11 @@ import importlib.util
 import os
 from typing import Literal
 
+#: Environment variable carrying the supervisor's address and token to the
+#: debuggee (here, not in _spawn, so that a debuggee does not import
+#: subprocess and termios for it).
+SESSION_ENV = "DAPPER_TRIO_SUPERVISOR"
+
 
 class LaunchError(Exception):
     """The program could not be started (missing file, unknown module...)."""

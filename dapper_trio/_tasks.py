@@ -17,11 +17,12 @@ import threading
 import types
 import weakref
 from collections.abc import Iterable
-from typing import Any
-
-import trio
+from typing import TYPE_CHECKING, Any
 
 from . import _frames, _trio_internals
+
+if TYPE_CHECKING:
+    import trio
 
 
 class TaskRegistry:
@@ -116,8 +117,18 @@ class TaskRegistry:
 REGISTRY = TaskRegistry()
 
 
-class TaskInstrument(trio.abc.Instrument):
-    """Keeps the registry's ids in spawn order and remembers exited tasks."""
+if TYPE_CHECKING:
+    _Instrument = trio.abc.Instrument
+else:
+    _Instrument = object
+
+
+class TaskInstrument(_Instrument):
+    """Keeps the registry's ids in spawn order and remembers exited tasks.
+
+    A trio instrument (trio looks its hooks up by name: no base class, so
+    that this module does not import trio).
+    """
 
     def __init__(self, registry: TaskRegistry = REGISTRY) -> None:
         self.registry = registry
@@ -262,6 +273,8 @@ def snapshot(
     task and its system tasks too.
     """
     if include_system:
+        import trio
+
         try:
             root = trio.lowlevel.current_root_task()
         except RuntimeError:

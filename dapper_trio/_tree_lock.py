@@ -100,12 +100,13 @@ import sys
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Literal
-
-import trio
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._sockets import Address, bind_listening_socket, new_token
 from ._wire import FrameDecoder, FrameKind, RemoteProtocolError, encode_frame
+
+if TYPE_CHECKING:
+    import trio
 
 __all__ = [
     "LockTable",
@@ -931,21 +932,29 @@ os.register_at_fork(after_in_child=_clients_after_fork)
 
 
 class SubtreeWatch:
-    """Whether any process under a path holds or waits for the terminal."""
+    """Whether any process under a path holds or waits for the terminal.
+
+    Used from trio code only; trio is imported here, not at module level:
+    a debuggee imports this module whether or not its program uses trio.
+    """
 
     def __init__(self) -> None:
+        import trio
+
         self.busy = False
         self._changed = trio.Event()
 
     def _set(self, busy: bool) -> None:
         self.busy = busy
         self._changed.set()
-        self._changed = trio.Event()
+        self._changed = type(self._changed)()
 
     async def wait_quiet(self) -> None:
         """Return once no process under the path holds or waits."""
         while self.busy:
             await self._changed.wait()
+        import trio
+
         await trio.lowlevel.checkpoint()
 
     async def wait_busy(self) -> None:
@@ -959,6 +968,8 @@ async def watch_subtree(
     address: str, token: str, path: Path
 ) -> AsyncIterator[SubtreeWatch]:
     """Follow the terminal's use under *path*; never busy if the root is gone."""
+    import trio
+
     watch = SubtreeWatch()
     try:
         stream = await trio.open_unix_socket(_socket_path(address))
@@ -982,6 +993,8 @@ async def watch_subtree(
 async def _read_watch(
     stream: trio.SocketStream, watch: SubtreeWatch, first: trio.Event
 ) -> None:
+    import trio
+
     decoder = FrameDecoder(peer="tree lock service", max_frame_size=_MAX_FRAME)
     try:
         while True:

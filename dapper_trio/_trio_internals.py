@@ -13,18 +13,33 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
+from . import _trio_import
 
-_RUN_CONTEXT: Any
-try:  # pragma: no branch - present in every supported trio
-    from trio._core import _run as _trio_run
+if TYPE_CHECKING:
+    import trio
 
-    _RUN_CONTEXT = _trio_run.GLOBAL_RUN_CONTEXT
-except (ImportError, AttributeError):  # pragma: no cover - a future trio moved it
-    _RUN_CONTEXT = None
+#: trio's per-thread run context once trio is imported; until then a
+#: thread-local with nothing in it, which reads as "no run here" (this module
+#: is imported by debuggees of programs that never import trio: see
+#: _trio_import).
+_RUN_CONTEXT: Any = threading.local()
+
+
+def _bind(trio_module: Any) -> None:
+    global _RUN_CONTEXT
+    try:  # pragma: no branch - present in every supported trio
+        from trio._core import _run as _trio_run
+
+        _RUN_CONTEXT = _trio_run.GLOBAL_RUN_CONTEXT
+    except (ImportError, AttributeError):  # pragma: no cover - a future trio moved it
+        _RUN_CONTEXT = None
+
+
+_trio_import.when_imported(_bind)
 
 
 def current_task_or_none() -> trio.lowlevel.Task | None:
@@ -34,6 +49,8 @@ def current_task_or_none() -> trio.lowlevel.Task | None:
     raise: ``trio.lowlevel.current_task()`` raises RuntimeError outside a task.
     """
     if _RUN_CONTEXT is None:  # pragma: no cover
+        import trio
+
         try:
             return trio.lowlevel.current_task()
         except RuntimeError:
@@ -45,6 +62,8 @@ def current_task_or_none() -> trio.lowlevel.Task | None:
 def current_runner() -> object | None:
     """An object identifying the trio run active on this thread, or None."""
     if _RUN_CONTEXT is None:  # pragma: no cover
+        import trio
+
         try:
             return trio.lowlevel.current_trio_token()
         except RuntimeError:
@@ -56,6 +75,8 @@ def current_runner() -> object | None:
 def in_trio_thread() -> bool:
     """True if a trio run is active on this thread (inside or between task steps)."""
     if _RUN_CONTEXT is None:  # pragma: no cover
+        import trio
+
         try:
             trio.lowlevel.current_trio_token()
         except RuntimeError:
@@ -67,6 +88,10 @@ def in_trio_thread() -> bool:
 def main_task() -> trio.lowlevel.Task | None:
     """The task running the async function passed to ``trio.run``, if known."""
     runner = getattr(_RUN_CONTEXT, "runner", None)
+    if _trio_import.loaded() is None:
+        return None  # no run anywhere: trio is not even imported
+    import trio
+
     task = getattr(runner, "main_task", None)
     if isinstance(task, trio.lowlevel.Task):
         return task
@@ -154,6 +179,10 @@ def cancel_scopes(task: trio.lowlevel.Task) -> Iterator[ScopeInfo]:
     """
     status: Any = getattr(task, "_cancel_status", None)
     seen: set[int] = set()
+    if status is None:
+        return
+    import trio
+
     while status is not None and id(status) not in seen:
         seen.add(id(status))
         scope = getattr(status, "_scope", None)

@@ -6,8 +6,11 @@ import json
 import logging
 import os
 import pickle
+import shutil
+import signal
 import stat
 import struct
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -930,6 +933,110 @@ async def test_no_files_left_behind(token: str, runtime_dir: str, ending: str) -
         ["RuntimeError('boom')"] if ending == "exception" else []
     )
     assert scope.cancelled_caught == (ending == "cancelled")
+    assert os.listdir(runtime_dir) == []
+
+
+async def test_accept_remove_path_removes_the_file_once_the_peer_is_in(
+    token: str, runtime_dir: str
+) -> None:
+    """accept(remove_path=True): the file goes once the right peer is in, not before."""
+    with trio.fail_after(TIMEOUT):
+        async with open_listener(token=token) as listener:
+            address = listener.address
+
+            async def peers() -> None:
+                with pytest.raises(HandshakeError):
+                    async with connect(address, token="nope", name="bad"):
+                        pass  # pragma: no cover
+                assert await trio.Path(address.path).exists()
+                async with connect(
+                    address, token=token, name="good", request_handler=echo
+                ) as client:
+                    await client.wait_closed()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(peers)
+                async with listener.accept(remove_path=True) as server:
+                    assert os.listdir(runtime_dir) == []
+                    # The connection is unaffected; no one else can connect.
+                    assert await server.request("echo", 7) == 7
+                    with pytest.raises(ConnectionLost, match="could not connect"):
+                        async with connect(address, token=token, name="late"):
+                            pass  # pragma: no cover
+            listener.remove_path()  # idempotent
+    assert os.listdir(runtime_dir) == []
+
+
+_BIND_AND_WAIT = """
+import signal, sys, time
+from dapper_trio._sockets import bind_listening_socket
+if sys.argv[1] == "ignored":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+bound = bind_listening_socket()
+if sys.argv[1] == "closed":
+    bound.close()
+print(bound.address.path, signal.getsignal(signal.SIGTERM), flush=True)
+time.sleep(30)
+"""
+
+
+async def _bound_child(
+    how: str,
+) -> tuple[trio.Process, trio.abc.ReceiveStream, str, str]:
+    """A process that binds a unix socket, says where and its SIGTERM handler."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", _BIND_AND_WAIT, how], stdout=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    line = b""
+    while not line.endswith(b"\n"):
+        data = await process.stdout.receive_some(4096)
+        assert data, "the child exited early"
+        line += data
+    path, handler = line.decode().split(maxsplit=1)
+    return process, process.stdout, path, handler.strip()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+async def test_signal_before_a_peer_connects_removes_the_socket_file(
+    runtime_dir: str, signum: int
+) -> None:
+    """SIGTERM/SIGHUP left at their default still kill, after removing the file."""
+    with trio.fail_after(TIMEOUT):
+        process, stdout, path, _ = await _bound_child("default")
+        async with stdout:
+            assert await trio.Path(path).exists()
+            process.send_signal(signum)
+            assert await process.wait() == -signum
+    assert os.listdir(runtime_dir) == []
+
+
+async def test_an_ignored_sigterm_stays_ignored(runtime_dir: str) -> None:
+    """A process that ignores SIGTERM keeps ignoring it while it has a socket file."""
+    with trio.fail_after(TIMEOUT):
+        process, stdout, path, _ = await _bound_child("ignored")
+        async with stdout:
+            process.send_signal(signal.SIGTERM)
+            with trio.move_on_after(0.5):
+                await process.wait()
+            assert process.returncode is None
+            assert await trio.Path(path).exists()
+            process.kill()
+            await process.wait()
+    shutil.rmtree(os.path.dirname(path))  # SIGKILL leaves it: nothing can run
+
+
+async def test_the_default_action_is_back_once_no_file_is_left(
+    runtime_dir: str,
+) -> None:
+    """Closing the last bound socket puts SIGTERM's default action back."""
+    with trio.fail_after(TIMEOUT):
+        process, stdout, path, handler = await _bound_child("closed")
+        async with stdout:
+            assert handler == str(signal.SIG_DFL)
+            assert not await trio.Path(path).exists()
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == -signal.SIGTERM
     assert os.listdir(runtime_dir) == []
 
 
