@@ -331,6 +331,12 @@ def _cmd_run(
 
         config = {"target": target.to_dict(), "options": options.to_dict()}
         started = start_debuggee(transport=args.ipc, config=config)
+        # Ctrl-C is the debuggee's: it pauses the program there.  Ignored
+        # here from now on (the program may be running, even at a prompt,
+        # before this process has imported trio and watches signals).
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             # Imports trio while the debuggee starts up beside us.
             from ._backends import supervise_program

@@ -30,19 +30,32 @@ sends SIGINT to the program's main thread when the session owns SIGINT (see
 (``run_sync_soon``), which works as soon as the loop runs: between task
 steps, or idle in epoll.
 
+A launched program's ``sys.stdout`` and ``sys.stderr`` are
+``ForwardedStream`` objects: a write queues the text with ``post_output``
+(never waiting for the network), and the agent sends it as an ``output`` event in
+its place among the other events -- two pipes read side by side would not
+keep the order of stdout and stderr.  Writes between two deliveries are one
+batch, one ``run_sync_soon``; the agent sends what is queued before it
+closes the connection at the end of the program, and from then on (or once
+the adapter is lost) the streams write to the real file descriptors, whose
+pipes the adapter still reads.
+
 A launched program quits when its adapter goes away.  An attached one
 forgets the client's breakpoints and exception filters, goes on if it was
 stopped, and waits for the next client: one at a time, each proving it
 holds the listener's token.
 
-Known holes.  Without SIGINT (an attached program, an in-process one), a
-pause waits until the running task reaches a checkpoint, and a program
-outside trio cannot be paused at all.
+Known holes.  Output queued when the program calls ``os._exit`` or dies of
+a signal is lost; the queue has no bound.  Without SIGINT (an attached
+program, an in-process one), a pause waits until the running task reaches a
+checkpoint, and a program outside trio cannot be paused at all.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import io
 import json
 import os
 import queue
@@ -51,7 +64,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TextIO
 
 import outcome
 import trio
@@ -76,6 +89,9 @@ CONFIG_TIMEOUT = 60.0
 #: A pause request not served within this many seconds may be sent again.
 PAUSE_RETRY_SECONDS = 1.5
 
+#: How much program output one ``output`` event carries at most (characters).
+OUTPUT_EVENT_CHARS = 64 * 1024
+
 Sink = Callable[[str, Any], None]
 
 
@@ -92,27 +108,92 @@ class DapEndpoint:
         self._token: trio.lowlevel.TrioToken | None = None
         self._sink: Sink | None = None
         self._pause_sent_at: float | None = None
+        # Posting happens under this lock, so that the loop's queue
+        # (run_sync_soon's, first in first out) has events and program
+        # output in the order they were posted.
+        # (Reentrant: a signal handler may print while the main thread
+        # holds it.)
+        self._post_lock = threading.RLock()
+        self._output_open = False
+        self._batch: list[list[str]] | None = None
 
     def bind(self, token: trio.lowlevel.TrioToken, sink: Sink) -> None:
-        self._token, self._sink = token, sink
+        with self._post_lock:
+            self._token, self._sink = token, sink
+            self._output_open = True
 
     def unbind(self) -> None:
-        self._token = self._sink = None
+        with self._post_lock:
+            self._token = self._sink = None
+            self._output_open = False
+            self._batch = None
 
     def post_event(self, event: str, body: Any) -> None:
         """Queue an event for the adapter; from any thread, never blocks."""
-        token = self._token
-        if token is None:
-            return
-        try:
-            token.run_sync_soon(self._deliver, event, body)
-        except trio.RunFinishedError:
-            pass
+        with self._post_lock:
+            token = self._token
+            if token is None:
+                return
+            self._batch = None  # output written from now on comes after
+            try:
+                token.run_sync_soon(self._deliver, event, body)
+            except trio.RunFinishedError:
+                pass
 
     def _deliver(self, event: str, body: Any) -> None:
         sink = self._sink
         if sink is not None:
             sink(event, body)
+
+    def post_output(self, category: str, text: str) -> bool:
+        """Queue program output (``sys.stdout``, ``sys.stderr``) for the
+        adapter, after everything posted before; from any thread, never
+        blocks.  False if output no longer goes to the adapter.
+
+        Writes are batched: the first one after an event or a delivery
+        queues the delivery of a batch, the next ones join it, until it is
+        delivered or another event is posted.  Consecutive writes of the
+        same category become one ``output`` event.
+        """
+        with self._post_lock:
+            token = self._token
+            if token is None or not self._output_open:
+                return False
+            batch = self._batch
+            if batch is None:
+                batch = []
+                try:
+                    token.run_sync_soon(self._deliver_output, batch)
+                except trio.RunFinishedError:
+                    self._output_open = False
+                    return False
+                self._batch = batch  # (only once its delivery is queued)
+            if batch and batch[-1][0] == category:
+                batch[-1].append(text)
+            else:
+                batch.append([category, text])
+            return True
+
+    def close_output(self) -> None:
+        """From now on, ``post_output`` refuses (what was posted is sent)."""
+        with self._post_lock:
+            self._output_open = False
+            self._batch = None
+
+    def _deliver_output(self, batch: list[list[str]]) -> None:
+        with self._post_lock:
+            if self._batch is batch:
+                self._batch = None
+        for category, *texts in batch:
+            text = "".join(texts)
+            for start in range(0, len(text), OUTPUT_EVENT_CHARS):
+                self._deliver(
+                    "output",
+                    {
+                        "category": category,
+                        "output": text[start : start + OUTPUT_EVENT_CHARS],
+                    },
+                )
 
     def pause_served(self) -> None:
         self._pause_sent_at = None
@@ -280,8 +361,12 @@ class ConnectingAgent:
         return result
 
     def finish(self) -> None:
-        """Send what is queued and close the connection (the program ended)."""
+        """Send what is queued and close the connection (the program ended).
+
+        Output written from now on goes to the real streams.
+        """
         self._finishing = True
+        self.endpoint.close_output()
         token = self._trio_token
         if token is None:
             return
@@ -340,6 +425,7 @@ class ConnectingAgent:
         scope.cancel()
 
     def _adapter_lost(self, why: object) -> None:
+        self.endpoint.close_output()
         session = self.endpoint.session
         session.port.connection_lost()
         if session.port.stopped:
@@ -366,6 +452,167 @@ def _queue(
 ) -> None:
     with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
         send.send_nowait(item)
+
+
+# -- the launched program's sys.stdout and sys.stderr --------------------------------
+
+
+class ForwardedStream(io.TextIOBase):
+    """A launched program's ``sys.stdout`` or ``sys.stderr``: what it writes
+    becomes ``output`` events sent over the agent's connection, in order with
+    the other stream and with the other events (``DapEndpoint.post_output``).
+
+    Once output no longer goes to the adapter (the program ended, the
+    connection was lost), writes go to the stream this one replaced: the
+    real file descriptor, which the adapter forwards while it is there.
+    Nothing raised while forwarding reaches the program.
+    """
+
+    def __init__(
+        self, category: str, real: TextIO, post: Callable[[str, str], bool]
+    ) -> None:
+        self._category = category
+        self._real = real
+        self._post = post
+        self._encoding = getattr(real, "encoding", None) or "utf-8"
+        self._errors = getattr(real, "errors", None) or "strict"
+        self.buffer = ForwardedBuffer(self)
+
+    @property
+    def real(self) -> TextIO:
+        return self._real
+
+    @property
+    def name(self) -> str:
+        return f"<{self._category}>"
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._encoding
+
+    @property
+    def errors(self) -> str:  # type: ignore[override]
+        return self._errors
+
+    @property
+    def line_buffering(self) -> bool:
+        return True
+
+    def reconfigure(self, **kwargs: Any) -> None:
+        """Like ``TextIOWrapper.reconfigure``: the encoding and errors are
+        kept (they decode what ``buffer`` gets); the rest is ignored."""
+        self._encoding = kwargs.get("encoding") or self._encoding
+        self._errors = kwargs.get("errors") or self._errors
+        self.buffer.reset_decoder()
+
+    def fileno(self) -> int:
+        return self._real.fileno()
+
+    def isatty(self) -> bool:
+        try:
+            return self._real.isatty()
+        except (ValueError, OSError):
+            return False
+
+    def readable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if text:
+            self.send(text)
+        return len(text)
+
+    def send(self, text: str) -> None:
+        try:
+            if self._post(self._category, text):
+                return
+        except Exception:
+            pass
+        try:
+            self._real.write(text)
+            self._real.flush()
+        except Exception:
+            pass  # the adapter and its pipes are gone
+
+    def flush(self) -> None:
+        """What was written is on its way already; the real stream is flushed
+        for what went to it."""
+        try:
+            self._real.flush()
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        """Not closed: the program's output keeps going somewhere."""
+
+
+class ForwardedBuffer(io.RawIOBase):
+    """A ``ForwardedStream``'s ``buffer``: bytes written are decoded with the
+    stream's encoding (incrementally: a character may span writes) and sent
+    by the stream, in order with its text."""
+
+    def __init__(self, stream: ForwardedStream) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self.reset_decoder()
+
+    def reset_decoder(self) -> None:
+        try:
+            factory = codecs.getincrementaldecoder(self._stream.encoding)
+        except LookupError:
+            factory = codecs.getincrementaldecoder("utf-8")
+        self._decoder = factory(errors="replace")
+
+    @property
+    def raw(self) -> ForwardedBuffer:
+        return self
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def readable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        with self._lock:
+            text = self._decoder.decode(view.tobytes())
+            if text:
+                self._stream.send(text)
+        return size
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        """Not closed, like its stream."""
+
+
+def forward_std_streams(endpoint: DapEndpoint) -> None:
+    """Replace ``sys.stdout`` and ``sys.stderr`` with forwarded streams."""
+    for category in ("stdout", "stderr"):
+        real = getattr(sys, category)
+        if real is None or isinstance(real, ForwardedStream):
+            continue
+        setattr(sys, category, ForwardedStream(category, real, endpoint.post_output))
 
 
 def launched_search(target: Target, cwd: str) -> SearchPath:
@@ -412,12 +659,20 @@ def main() -> None:
         print(f"dapper-trio: error: {exc}", file=sys.stderr)
         agent.finish()
         sys.exit(2)
+    # From here on, the program's sys.stdout and sys.stderr are output events
+    # over the connection, in the order written (two pipes would not keep
+    # it); what goes to file descriptors 1 and 2 directly still takes the
+    # pipes.
+    forward_std_streams(endpoint)
     try:
         status = run_program(
             target,
             RunOptions(stop_on_entry=stop_on_entry),
             session=session,
             sigint_ignored=False,
+            # A DAP client drives it, not a terminal: no tree session (its
+            # socket directory, its quit path) in the debuggee.
+            share_terminal=False,
         )
     except LaunchError as exc:
         print(f"dapper-trio: error: {exc}", file=sys.stderr)

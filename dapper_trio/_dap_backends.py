@@ -22,9 +22,14 @@ to ``post`` in order, and the program's request for its configuration goes
 to ``configuration``, which waits for ``configurationDone``.
 
 * ``ExternalProcessBackend`` (``launch``): the program in a child process
-  in a session of its own, stdin from /dev/null, stdout and stderr piped and
-  forwarded as ``output`` events by two pump tasks; the child connects to an
-  IPC listener whose transport ``ipcTransport`` picks.  Ending it: the
+  in a session of its own, stdin from /dev/null; the child connects to an
+  IPC listener whose transport ``ipcTransport`` picks.  Its ``sys.stdout``
+  and ``sys.stderr`` send ``output`` events over that connection, in the
+  order written (``_dap_agent.ForwardedStream``); its file descriptors 1
+  and 2 (C code, child processes, and Python output once the session is
+  over) are pipes forwarded as ``output`` events by two pump tasks.  When
+  the child has exited, the connection is read to its end (bounded) before
+  ``exited`` is posted, so that no output event is cut off.  Ending it: the
   debugger quits if it is stopped (``finally`` blocks run), else SIGTERM,
   then SIGKILL after a grace period; it is always reaped.
 * ``InProcessBackend`` (``launch`` with ``inProcess``): the program in a
@@ -43,7 +48,8 @@ Known holes.  One in-process program at a time per adapter process (its
 ``sys`` state is global); an in-process program that never stops and runs
 outside trio cannot be ended before the adapter exits; output written to
 file descriptors 1 and 2 directly (C code, child processes) by an
-in-process program is not captured.
+in-process program is not captured, and by a launched program it keeps
+the order of its own pipe only.
 """
 
 from __future__ import annotations
@@ -181,6 +187,7 @@ class ExternalProcessBackend(_ChannelBackend):
         self.launch = launch
         self.process: trio.Process | None = None
         self.stopped = False
+        self._disconnected = trio.Event()
 
     async def run(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -245,6 +252,11 @@ class ExternalProcessBackend(_ChannelBackend):
                     async with trio.open_nursery() as connection:
                         connection.start_soon(self._serve_debuggee, listener)
                         await process.wait()
+                        if self.connected.is_set():
+                            # The program's last output events may still be
+                            # on their way: the channel ends when they are in.
+                            with trio.move_on_after(OUTPUT_DRAIN_TIMEOUT):
+                                await self._disconnected.wait()
                         connection.cancel_scope.cancel()
                     pumps.cancel_scope.deadline = (
                         trio.current_time() + OUTPUT_DRAIN_TIMEOUT
@@ -267,8 +279,11 @@ class ExternalProcessBackend(_ChannelBackend):
         ) as channel:
             self.channel = channel
             self.connected.set()
-            await channel.wait_closed()
-            self.channel = None
+            try:
+                await channel.wait_closed()
+            finally:
+                self.channel = None
+                self._disconnected.set()
 
     async def _pump(self, stream: trio.abc.ReceiveStream, category: str) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -576,6 +591,9 @@ class InProcessBackend:
                     RunOptions(stop_on_entry=bool(config.get("stop_on_entry"))),
                     session=session,
                     sigint_ignored=True,
+                    # Never a tree session in the adapter's process: its quit
+                    # path would pthread_kill the adapter's main thread.
+                    share_terminal=False,
                 )
             except LaunchError as exc:
                 print(f"dapper-trio: error: {exc}", file=sys.stderr)

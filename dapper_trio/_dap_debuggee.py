@@ -398,18 +398,13 @@ class DapSession(DebugSession):
 
     def debugger(self) -> DapDebugger:
         """This thread's debugger: a ``DapDebugger``, breakpoints shared."""
-        existing: DapDebugger | None = getattr(self._local, "debugger", None)
-        if existing is not None:
-            return existing
+        found = super().debugger()
+        assert isinstance(found, DapDebugger)
+        return found
+
+    def new_debugger(self) -> DapDebugger:
         # (pdbpp's metaclass takes use_global_pdb out of the arguments.)
-        created = DapDebugger(self, use_global_pdb=False)
-        created.quit_without_raising = self._quit_by_interrupt
-        if self._main_debugger is None:
-            self._main_debugger = created
-        else:
-            created.breaks = self._main_debugger.breaks
-        self._local.debugger = created
-        return created
+        return DapDebugger(self, use_global_pdb=False)
 
     def main_debugger(self) -> DapDebugger:
         """The debugger whose breakpoint index every thread shares."""

@@ -266,7 +266,11 @@ def run_listening(
             while not listener.attached.wait(timeout=0.5):
                 pass
         status = run_program(
-            target, RunOptions(stop_on_entry=stop_on_entry), session=session
+            target,
+            RunOptions(stop_on_entry=stop_on_entry),
+            session=session,
+            # Editors, not this terminal, debug it: no tree session.
+            share_terminal=False,
         )
         _session._flush_std_streams()
         listener.agent.finish(status)

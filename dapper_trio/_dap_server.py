@@ -93,6 +93,12 @@ logger = logging.getLogger("dapper_trio.dap")
 #: before answering (it looks the names up).
 CONNECT_WAIT = 15.0
 
+#: Seconds the answer to ``disconnect`` waits for the events posted before it.
+EVENTS_FLUSH_TIMEOUT = 2.0
+
+#: The marker queued among the events by ``_events_flushed`` (not an event).
+_FLUSH = "<flush>"
+
 #: Requests the program answers, with the arguments each one must have.
 _FORWARDED: dict[str, tuple[tuple[str, type, bool], ...]] = {
     "stackTrace": (
@@ -741,6 +747,10 @@ class DapServer:
             terminate = arguments.boolean("terminateDebuggee")
         with trio.CancelScope(shield=True):
             await self._end_program(terminate=terminate)
+            # What the ended program said (its last output, exited,
+            # terminated) goes out before the answer: after it, the session
+            # is over.
+            await self._events_flushed()
 
     async def _forward(self, command: str, arguments: Arguments) -> dict[str, Any]:
         for name, kind, required in _FORWARDED[command]:
@@ -799,8 +809,22 @@ class DapServer:
                 "exception_filters": self._exception_filters,
             }
 
+    async def _events_flushed(self) -> None:
+        """Return once every event posted so far is sent (bounded: a
+        ``stopped`` event may wait for a resume that never comes)."""
+        flushed = trio.Event()
+        try:
+            self._events_send.send_nowait((_FLUSH, flushed))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return
+        with trio.move_on_after(EVENTS_FLUSH_TIMEOUT):
+            await flushed.wait()
+
     async def _forward_events(self) -> None:
         async for event, body in self._events_receive:
+            if event == _FLUSH:
+                body.set()
+                continue
             backend = self._backend
             if event == "stopped":
                 while self._resumes_in_flight:

@@ -86,6 +86,16 @@ class Agent:
             raise LaunchError(f"cannot reach the supervisor: {result}") from result
         return result
 
+    def wait_for_supervisor(self) -> None:
+        """Wait (bounded) until the supervisor has taken the connection.
+
+        The program starts before the supervisor serves; a REPL must not:
+        until then the supervisor cannot yet ignore Ctrl-C or end the session
+        cleanly when the terminal closes.  (Bounded by CONFIG_TIMEOUT; if
+        the supervisor is gone, the agent stops the program meanwhile.)
+        """
+        self._settled.wait(CONFIG_TIMEOUT)
+
     def finish(self, status: int, *, quit: bool) -> None:
         """Report the program's exit status and close the connection.
 
@@ -252,6 +262,7 @@ def main() -> None:
         print(f"dapper-trio: error: {exc}", file=sys.stderr)
         sys.exit(2)
     session = get_session()
+    session.repl_gate = agent.wait_for_supervisor
     try:
         status = run_program(
             target,

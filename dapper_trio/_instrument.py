@@ -24,6 +24,14 @@ running one by qualified name and first line, and:
 
 * every live function of the file gets the new code (``func.__code__``;
   closures created later get it from their parent's constants);
+* a frame running old code (the main script's module body stopped on
+  entry, a coroutine suspended in old code) makes its functions from its
+  code's constants when it reaches their ``def``: those constants that
+  hold breakpoint lines are swapped in place for the new code objects
+  (``_set_const``), so a function defined after the breakpoint was set
+  runs the new code (code objects are immutable and a running frame's code
+  cannot be replaced; its constants tuple is the one mutable thing it
+  reads from);
 * modules imported later are instrumented by an import hook (a meta-path
   finder whose loader compiles from source, and never writes the
   instrumented bytecode to ``__pycache__``); the main script is compiled by
@@ -44,8 +52,12 @@ on disk since it was loaded, two code objects the matching cannot tell apart
 skips other files: slower, never wrong.
 
 Known holes.  Code that holds on to an old code object (``func.__code__``
-saved elsewhere) keeps running it.  Frames of other threads running old code
-see a new breakpoint only once they call the function again.
+saved elsewhere) keeps running it.  Swapping constants in place writes into
+a tuple CPython believes immutable (a pointer store, reference counts kept
+right): the running frame reads the tuple at each ``LOAD_CONST``, and
+nothing caches it, on 3.10-3.13; the old code object's ``hash`` changes.
+Frames of other threads running old code see a new breakpoint only once they
+call the function again.
 """
 
 from __future__ import annotations
@@ -53,7 +65,6 @@ from __future__ import annotations
 import ast
 import bdb
 import gc
-import importlib.abc
 import importlib.machinery
 import itertools
 import linecache
@@ -68,6 +79,8 @@ from typing import TYPE_CHECKING, Any
 from . import _breakpoints
 
 if TYPE_CHECKING:
+    import ctypes
+
     from ._engine import TaskAwareBdb
 
 _SENTINEL = "__dapper_trio_breakpoint_hook__"
@@ -185,6 +198,38 @@ def _walk_code(code: types.CodeType) -> Iterator[types.CodeType]:
 
 def _lines(code: types.CodeType) -> frozenset[int]:
     return frozenset(line for _, _, line in code.co_lines() if line is not None)
+
+
+def _tree_lines(code: types.CodeType) -> frozenset[int]:
+    """The lines of *code* and of every code object nested in it."""
+    return frozenset().union(*(_lines(nested) for nested in _walk_code(code)))
+
+
+def _const_slot(code: types.CodeType, index: int) -> ctypes.c_void_p | None:
+    """The pointer to ``code.co_consts[index]`` in its tuple (None if the
+    tuple is not laid out as CPython's: items after the object header).
+
+    The tuple is the code object's own (``co_consts`` is not a copy).
+    """
+    import ctypes  # only here: a debuggee's start-up does not pay for it
+
+    consts = code.co_consts
+    slot = ctypes.c_void_p.from_address(
+        id(consts) + tuple.__basicsize__ + index * tuple.__itemsize__
+    )
+    return slot if slot.value == id(consts[index]) else None
+
+
+def _set_const(code: types.CodeType, index: int, value: object) -> None:
+    """Make ``code.co_consts[index]`` *value*, in place (see Known holes)."""
+    slot = _const_slot(code, index)
+    assert slot is not None  # checked by the caller before any change
+    import ctypes
+
+    old = code.co_consts[index]
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(value))
+    slot.value = id(value)
+    ctypes.pythonapi.Py_DecRef(ctypes.py_object(old))
 
 
 class _Unsupported(Exception):
@@ -719,12 +764,25 @@ class CodeInstrumenter:
                 return f"{key[0]} in {state.filename} cannot take new code"
             if replacement is not function.__code__:
                 swaps.append((function, replacement))
+        # Functions not made yet: a running frame's code makes them from its
+        # constants (see the module's docstring).
+        running = list(_frames_running(state.filename, generators, self._canonic))
+        const_swaps: list[tuple[types.CodeType, int, types.CodeType]] = []
+        seen: set[int] = set()
+        for frame, _ in running:
+            reason = self._const_swaps(
+                frame.f_code, state, pristine, old, new, lines, const_swaps, seen
+            )
+            if reason is not None:
+                return reason
         for function, replacement in swaps:
             function.__code__ = replacement
+        for parent, index, replacement in const_swaps:
+            _set_const(parent, index, replacement)
         # Frames already running code that lacks a hook for one of its
         # breakpoint lines (old code, or code from before this change) are
         # traced instead, for as long as they live.
-        for frame, owner in _frames_running(state.filename, generators, self._canonic):
+        for frame, owner in running:
             code = frame.f_code
             code_lines = _lines(code)
             wanted_here = lines & code_lines
@@ -742,6 +800,50 @@ class CodeInstrumenter:
         state.current = new
         state.lines = lines
         state.conditions = conditions
+        return None
+
+    @staticmethod
+    def _const_swaps(
+        code: types.CodeType,
+        state: _FileState,
+        pristine: _Index,
+        old: _Index,
+        new: _Index,
+        lines: frozenset[int],
+        found: list[tuple[types.CodeType, int, types.CodeType]],
+        seen: set[int],
+    ) -> str | None:
+        """Add to *found* the constants of *code* (a running frame's) to
+        swap for *new*'s code: those holding, themselves or in code nested
+        in them, lines with a breakpoint before or after this change (a new
+        constant brings its nested code along).  The reason if one cannot
+        be swapped."""
+        if id(code) in seen:
+            return None
+        seen.add(id(code))
+        affected = lines | state.lines
+        for index, const in enumerate(code.co_consts):
+            if not isinstance(const, types.CodeType):
+                continue
+            if not _tree_lines(const) & affected:
+                continue
+            key = _key(const)
+            replacement = new.codes.get(key)
+            if replacement is None or replacement is const:
+                continue
+            if key in new.ambiguous or key in old.ambiguous:
+                return f"two code objects of {state.filename} start at line {key[1]}"
+            installed = (
+                state.current is not None and state.current.codes.get(key) is const
+            )
+            fresh = pristine.codes.get(key)
+            if not installed and (fresh is None or fresh.co_code != const.co_code):
+                return f"{state.filename} changed on disk since it was loaded"
+            if replacement.co_freevars != const.co_freevars:
+                return f"{key[0]} in {state.filename} cannot take new code"
+            if _const_slot(code, index) is None:  # pragma: no cover - not CPython
+                return f"the code running {key[0]} cannot take new constants"
+            found.append((code, index, replacement))
         return None
 
     # -- modules imported later -----------------------------------------
@@ -797,7 +899,10 @@ class _InstrumentingLoader(importlib.machinery.SourceFileLoader):
         return self._instrumenter.compile_module(source, path)
 
 
-class _BreakpointFinder(importlib.abc.MetaPathFinder):
+class _BreakpointFinder:
+    # A meta path finder by protocol, not an importlib.abc subclass: importing
+    # importlib.abc costs every debuggee 10 ms of start-up.
+
     def __init__(self, instrumenter: CodeInstrumenter) -> None:
         self._instrumenter = instrumenter
 

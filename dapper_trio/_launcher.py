@@ -23,6 +23,7 @@ import types
 from collections.abc import Iterator
 
 from . import _frames
+from ._engine import ANY_TASK
 from ._frames import short_path
 from ._session import QUIT_MESSAGE, DebugSession, get_session, is_quit
 from ._targets import LaunchError as LaunchError
@@ -100,6 +101,10 @@ def run_program(
     else:
         debugger.set_continue()
         debugger._arm(here)
+        if session.pause_pending():
+            # Ctrl-C (or an editor's pause) came while the breakpoints were
+            # set up, and set_continue() just forgot it: ask again.
+            debugger.request_pause(here, task=ANY_TASK)
     end_session = open_session(session) if share_terminal else _nothing
     try:
         if code is not None:

@@ -183,6 +183,9 @@ class DebugSession:
         #: In a debug-mode actor tree: the tree's terminal, which every REPL
         #: of this process holds (after this process's own REPL lock).
         self.tree: TreeTerminal | None = None
+        #: Called (once) before the first REPL opens: a debuggee waits there
+        #: until its supervisor is serving (see _debuggee).
+        self.repl_gate: Callable[[], object] | None = None
         # A breakpoint reached in a thread without a debugger gets this
         # session's (breakpoints are shared by the session's debuggers).
         _tracing.debugger_factory = self.debugger
@@ -239,6 +242,9 @@ class DebugSession:
         finally:
             self._waiting_threads.discard(me)
         try:
+            gate, self.repl_gate = self.repl_gate, None
+            if gate is not None:
+                gate()
             self._pending_pause_at = None
             tree = self.tree
             hold = contextlib.nullcontext(True) if tree is None else tree.hold(debugger)
@@ -274,6 +280,10 @@ class DebugSession:
     def is_waiting_for_repl(self, thread_ident: int) -> bool:
         """True if *thread_ident* is blocked waiting for another REPL to end."""
         return thread_ident in self._waiting_threads
+
+    def pause_pending(self) -> bool:
+        """True if a Ctrl-C asked for a pause that no stop has served yet."""
+        return self._pending_pause_at is not None
 
     def clear_pending_pause(self) -> None:
         self._pending_pause_at = None

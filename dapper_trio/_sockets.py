@@ -43,12 +43,9 @@ effect at the main thread's next bytecode, not inside a long C call.
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import signal
 import socket as stdlib_socket
 import sys
-import tempfile
 import threading
 import types
 from dataclasses import dataclass
@@ -126,8 +123,12 @@ class Address:
 
 
 def new_token() -> str:
-    """Return a fresh random session token (64 hex characters)."""
-    return secrets.token_hex(32)
+    """Return a fresh random session token (64 hex characters).
+
+    What ``secrets.token_hex(32)`` returns, without importing secrets (and
+    hmac and hashlib with it) in every debuggee.
+    """
+    return os.urandom(32).hex()
 
 
 def _runtime_base(runtime_dir: str | None) -> str:
@@ -140,6 +141,8 @@ def _runtime_base(runtime_dir: str | None) -> str:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK | os.X_OK):
         return xdg
+    import tempfile
+
     return tempfile.gettempdir()
 
 
@@ -147,6 +150,8 @@ def _make_socket_dir(runtime_dir: str | None) -> tuple[str, str]:
     """Create a private 0700 directory; return it and the socket path in it."""
     if not hasattr(stdlib_socket, "AF_UNIX"):
         raise IPCError("unix sockets are not available here; use transport='tcp'")
+    import tempfile
+
     directory = tempfile.mkdtemp(prefix="dapper-trio-", dir=_runtime_base(runtime_dir))
     _track(directory)
     path = os.path.join(directory, SOCKET_NAME)
@@ -174,9 +179,30 @@ def _on_signal(signum: int, frame: types.FrameType | None) -> None:
     pid = os.getpid()
     for directory, owner in list(_directories.items()):
         if owner == pid:
-            shutil.rmtree(directory, ignore_errors=True)
+            _remove_directory(directory)
     signal.signal(signum, signal.SIG_DFL)
     os.kill(pid, signum)
+
+
+def _remove_directory(directory: str) -> None:
+    """Remove a socket directory and what is in it (a socket file), quietly.
+
+    Not shutil.rmtree: this runs in a signal handler too, where importing a
+    module is best avoided, and the directory holds one file.
+    """
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass
 
 
 def _in_main_thread() -> bool:
@@ -195,7 +221,7 @@ def _track(directory: str) -> None:
 
 def _untrack(directory: str) -> None:
     """Remove *directory* now; put the default action back if none is left."""
-    shutil.rmtree(directory, ignore_errors=True)
+    _remove_directory(directory)
     _directories.pop(directory, None)
     pid = os.getpid()
     if any(owner == pid for owner in _directories.values()):

@@ -879,3 +879,201 @@ async def test_host_names_another_address_with_a_warning() -> None:
                 await process.wait()
             if process.stderr is not None:
                 await process.stderr.aclose()
+
+
+# -- no nested-process tree session under a DAP client -------------------------------
+
+TREE_ENV = str(PROGRAMS / "tree_env.py")
+
+
+def tree_seen(output: str) -> dict[str, str]:
+    """What tree_env.py printed it saw of a tree session."""
+    lines = [line for line in output.splitlines() if line.startswith("tree: ")]
+    assert len(lines) == 1, output
+    seen: dict[str, str] = json.loads(lines[0][len("tree: ") :])
+    return seen
+
+
+@pytest.mark.parametrize("in_process", [False, True], ids=["external", "inProcess"])
+async def test_a_launched_program_is_in_no_tree_session(in_process: bool) -> None:
+    """A launched program (either backend) sees no terminal tree session."""
+    async with open_adapter() as client:
+        await client.launch(TREE_ENV, inProcess=in_process)
+        exited = await client.event("exited")
+        assert exited["body"]["exitCode"] == 0
+        output = "".join(
+            m["body"]["output"]
+            for m in client.messages
+            if m.get("event") == "output" and m["body"]["category"] == "stdout"
+        )
+        assert tree_seen(output) == {}
+        await disconnect(client)
+
+
+def test_a_listening_program_is_in_no_tree_session() -> None:
+    """dapper-trio run --listen: the program sees no terminal tree session."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("DAPPER_TRIO_TREE")
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "dapper_trio", "run", "--listen", "0", "-c", TREE_ENV],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "attach with address" in done.stderr
+    assert tree_seen(done.stdout) == {}
+
+
+@pytest.mark.parametrize("in_process", [False, True], ids=["external", "inProcess"])
+async def test_disconnect_answers_after_the_programs_last_events(
+    in_process: bool,
+) -> None:
+    """disconnect of a stopped program: exited and terminated, then the answer."""
+    async with open_adapter() as client:
+        await client.launch(
+            SMOKE,
+            {SMOKE: [{"line": line_of(SMOKE, "breakpoint")}]},
+            inProcess=in_process,
+        )
+        await client.event("stopped")
+        mark = client.mark()
+        seq = await client.send("disconnect", {"terminateDebuggee": True})
+        answer = await client.response(seq)
+        assert answer["success"] is True
+        after = client.messages[mark : client.messages.index(answer)]
+        events = [m["event"] for m in after if m["type"] == "event"]
+        assert events[-2:] == ["exited", "terminated"], events
+        exited = next(m for m in after if m.get("event") == "exited")
+        assert exited["body"]["exitCode"] == 1
+        with trio.fail_after(WAIT):
+            await client.process.wait()
+
+
+OUTPUT_PROGRAM = """\
+import os
+import sys
+import threading
+
+for i in range(100):
+    print(f"out {i}")
+    print(f"err {i}", file=sys.stderr)
+sys.stdout.buffer.write("bytes: caf\\u00e9\\n".encode(sys.stdout.encoding))
+sys.stdout.buffer.write("split: \\u00e9".encode("utf-8")[:-1])
+sys.stdout.buffer.write("\\u00e9".encode("utf-8")[-1:] + b"\\n")
+sys.stdout.flush()
+thread = threading.Thread(target=lambda: print("from a thread"))
+thread.start()
+thread.join()
+print("streams:", sys.stdout.isatty(), sys.stdout.writable(), sys.stdout.fileno(),
+      sys.stderr.fileno(), sys.stdout.encoding, sys.stdout.buffer.fileno(), flush=True)
+os.write(1, b"fd-level stdout\\n")
+os.write(2, b"fd-level stderr\\n")
+print("last words", end="")
+"""
+
+
+async def test_external_output_keeps_the_order_of_stdout_and_stderr(
+    tmp_path: Path,
+) -> None:
+    """A child process's sys.stdout and sys.stderr come as output events in the
+    order written (threads and ``buffer`` too), all before ``exited``; what
+    goes to the file descriptors directly still comes (through the pipes)."""
+    program = tmp_path / "output_order.py"
+    program.write_text(OUTPUT_PROGRAM)
+    async with open_adapter() as client:
+        await client.launch(str(program), env={"PYTHONIOENCODING": "utf-8"})
+        exited = await client.event("exited")
+        assert exited["body"]["exitCode"] == 0
+        before_exit = client.messages[: client.messages.index(exited)]
+        output = [
+            (m["body"]["category"], m["body"]["output"])
+            for m in before_exit
+            if m.get("event") == "output"
+        ]
+        fd_level = [(category, text) for category, text in output if "fd-level" in text]
+        python_level = [
+            (category, line)
+            for category, text in output
+            if "fd-level" not in text
+            for line in text.splitlines(keepends=True)
+        ]
+        # Lines of one category come back joined, in order; split them again.
+        merged: list[tuple[str, str]] = []
+        for category, line in python_level:
+            if (
+                merged
+                and merged[-1][0] == category
+                and not merged[-1][1].endswith("\n")
+            ):
+                merged[-1] = (category, merged[-1][1] + line)
+            else:
+                merged.append((category, line))
+        expected = []
+        for i in range(100):
+            expected += [("stdout", f"out {i}\n"), ("stderr", f"err {i}\n")]
+        assert merged[:200] == expected
+        rest = merged[200:]
+        assert rest[:3] == [
+            ("stdout", "bytes: caf\u00e9\n"),
+            ("stdout", "split: \u00e9\n"),
+            ("stdout", "from a thread\n"),
+        ]
+        assert rest[3][1] == "streams: False True 1 2 utf-8 1\n"
+        assert rest[4:] == [("stdout", "last words")]
+        assert ("stdout", "fd-level stdout\n") in fd_level
+        assert ("stderr", "fd-level stderr\n") in fd_level
+        await client.event("terminated")
+
+
+CRASH_OUTPUT_PROGRAM = """\
+import atexit
+import sys
+
+atexit.register(print, "at exit: after the session, through the pipe")
+print("before the crash", end="")
+print(": stdout")
+raise ValueError("the end")
+"""
+
+
+async def test_external_output_before_an_uncaught_exception_and_at_exit(
+    tmp_path: Path,
+) -> None:
+    """What was printed before an uncaught exception comes before its traceback,
+    and both before ``exited``; so does what atexit handlers print (the real
+    stream takes it once the session is over)."""
+    program = tmp_path / "crash_output.py"
+    program.write_text(CRASH_OUTPUT_PROGRAM)
+    async with open_adapter() as client:
+        await client.request("initialize", {"adapterID": "dapper-trio"})
+        await client.request("launch", {"program": str(program)})
+        await client.request("setExceptionBreakpoints", {"filters": []})
+        await client.request("configurationDone")
+        exited = await client.event("exited")
+        assert exited["body"]["exitCode"] == 1
+        output = [
+            (m["body"]["category"], m["body"]["output"])
+            for m in client.messages[: client.messages.index(exited)]
+            if m.get("event") == "output"
+        ]
+        program_output = [item for item in output if item[0] != "console"]
+        joined = "".join(text for _, text in program_output)
+        assert joined.startswith("before the crash: stdout\n"), program_output
+        assert program_output[0][0] == "stdout"
+        crash = next(
+            i for i, item in enumerate(program_output) if "Traceback" in item[1]
+        )
+        assert program_output[crash][0] == "stderr"
+        assert "ValueError: the end" in "".join(
+            text for category, text in program_output if category == "stderr"
+        )
+        assert "at exit: after the session, through the pipe\n" in "".join(
+            text for category, text in program_output if category == "stdout"
+        )
+        await client.event("terminated")

@@ -784,13 +784,24 @@ async def test_send_cancelled_mid_write_breaks_the_writer(
     socket_pair: tuple[trio.SocketStream, trio.SocketStream],
 ) -> None:
     """A send cut off part-way breaks the writer: later sends refuse."""
-    left, _ = socket_pair
+    left, right = socket_pair
     writer = DapWriter(left)
     big = {"seq": 1, "type": "event", "event": "big", "body": {"x": "x" * 2_000_000}}
+    scope = trio.CancelScope()
+
+    async def send_big() -> None:
+        with scope:
+            await writer.send(big)
+
     with trio.fail_after(5):
-        with trio.move_on_after(0.05) as scope:
-            await writer.send(big)  # nobody reads: this blocks part-way
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_big)
+            # Nobody reads: the send fills the socket's buffers and blocks
+            # part-way, in send_all (not before it, however slow the machine).
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
         assert scope.cancelled_caught
+        assert (await right.receive_some(15)) == b"Content-Length:"  # part of it
         with pytest.raises(trio.BrokenResourceError, match="cut off part-way"):
             await writer.send(NEXT)
 

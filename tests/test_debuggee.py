@@ -303,3 +303,43 @@ def test_agent_without_a_supervisor_is_a_clear_error(
     with pytest.raises(LaunchError, match="cannot reach the supervisor"):
         agent.start()
     agent.finish(0, quit=False)  # returns at once: nothing to report to
+
+
+def test_first_prompt_waits_for_the_supervisor(tmp_path: Path) -> None:
+    """The program starts before the supervisor serves, but no REPL opens
+    until it does: by the first prompt the supervisor ignores Ctrl-C and
+    watches SIGTERM/SIGHUP, so a Ctrl-C (or a closed terminal) at once is
+    handled as at any other prompt."""
+    program = _write(tmp_path, "quick.py", 'print("program done")\n')
+    # Make the supervisor slow to import trio, as a loaded machine does.
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    _write(
+        slow,
+        "sitecustomize.py",
+        """\
+        import sys, time
+
+        class SlowTrio:
+            def find_spec(self, name, path=None, target=None):
+                if name == "trio":
+                    sys.meta_path.remove(self)
+                    time.sleep(2.0)
+                return None
+
+        sys.meta_path.insert(0, SlowTrio())
+        """,
+    )
+    env = terminal_env(PYTHONPATH=str(slow))
+    with run_under_debugger(str(program), mode="subprocess", env=env) as term:
+        out = term.expect_prompt(timeout=20)
+        debuggee = int(out.split("(pid ")[1].split(")")[0])
+        with open(f"/proc/{debuggee}/stat") as f:
+            supervisor = int(f.read().split(") ")[1].split()[1])
+        os.kill(supervisor, signal.SIGINT)  # as a Ctrl-C reaches the group
+        time.sleep(0.3)
+        assert _alive(supervisor)
+        term.sendline("c")
+        rest = term.expect_exit()
+    assert "program done" in rest
+    assert term.exitstatus == 0

@@ -817,3 +817,69 @@ def test_condition_changed_at_a_stop_holds_in_the_suspended_coroutine(
     # Every pass counted; the pass where the condition changed may count twice
     # with the monitoring backend (its old code's LINE event and its hook).
     assert bp.hits in ((30,) if backend == "settrace" else (30, 31))
+
+
+# -- 11. functions defined after the breakpoint was set ----------------------------
+
+DEFINED_LATER = """\
+import trio
+
+print("start")
+
+
+def helper(x):
+    y = x * 2  # mark: helper-body
+    return y
+
+
+class Counter:
+    def bump(self, n):
+        return n + 1  # mark: method-body
+
+
+async def main():
+    total = 0
+    for i in range(2):
+        total += helper(i)
+    print("total", Counter().bump(total))
+
+
+trio.run(main)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("tracer", backends())
+def test_terminal_breakpoint_in_a_function_not_defined_yet(
+    mode: str, tracer: str, tmp_path: Path
+) -> None:
+    """A breakpoint set on entry in a function not defined yet stops once it is."""
+    script = tmp_path / "defined_later.py"
+    script.write_text(DEFINED_LATER)
+    helper = line_of(str(script), "helper-body")
+    method = line_of(str(script), "method-body")
+    with run_under_debugger(
+        script.name,
+        mode=mode,
+        cwd=tmp_path,
+        env=terminal_env(DAPPER_TRIO_TRACER=tracer),
+    ) as term:
+        out = term.expect_prompt()
+        assert "defined_later.py(1)<module>()" in out
+        assert f"Breakpoint 1 at {script}:{helper}" in term.cmd(f"b {helper}")
+        assert f"Breakpoint 2 at {script}:{method}" in term.cmd(f"b {method}")
+        term.sendline("c")
+        out = term.expect_prompt()
+        assert f"defined_later.py({helper})helper()" in out
+        assert "start" in out
+        assert term.cmd("p x").strip() == "0"
+        term.cmd("cl 1")
+        term.sendline("c")
+        out = term.expect_prompt()
+        assert f"defined_later.py({method})bump()" in out
+        assert term.cmd("p n").strip() == "2"
+        term.sendline("c")
+        rest = term.expect_exit()
+    assert "total 3" in rest
+    assert "(Pdb++)" not in rest
+    assert term.exitstatus == 0
