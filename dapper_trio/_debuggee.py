@@ -45,6 +45,9 @@ from ._wire import (
 
 #: How long the debuggee waits for its supervisor before giving up.
 CONFIG_TIMEOUT = 30.0
+#: How long, at the end, the debuggee waits for the supervisor to have read
+#: its exit report and closed the connection.
+FINISH_TIMEOUT = 5.0
 
 _CONFIGURE_ID = 1
 
@@ -115,11 +118,16 @@ class Agent:
             pass
         sock = self._sock
         if sock is not None:
+            # Half-close: the supervisor reads everything we sent, sees the
+            # end and closes its side, which ends the agent thread.  (Not
+            # SHUT_RDWR: a reply the supervisor still sends, e.g. to
+            # 'configure', would then fail there and could close its end
+            # before it has read the report.)
             try:
-                sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=FINISH_TIMEOUT)
         if sock is not None:
             sock.close()
 
