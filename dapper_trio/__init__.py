@@ -11,10 +11,10 @@ dapper_trio`` stays cheap.  For type checkers the imports are spelled out.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from ._version import __version__ as __version__
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._actors import Actor as Actor
     from ._actors import ActorNursery as ActorNursery
@@ -185,7 +185,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'dapper_trio' has no attribute {name!r}")

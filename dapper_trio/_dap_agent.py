@@ -673,6 +673,7 @@ def main() -> None:
             # A DAP client drives it, not a terminal: no tree session (its
             # socket directory, its quit path) in the debuggee.
             share_terminal=False,
+            freeze_heap=True,
         )
     except LaunchError as exc:
         print(f"dapper-trio: error: {exc}", file=sys.stderr)

@@ -278,6 +278,7 @@ def main() -> None:
             session=session,
             sigint_ignored=bool(info.get("sigint_ignored", False)),
             share_terminal=True,
+            freeze_heap=True,
         )
     except LaunchError as exc:
         print(f"dapper-trio: error: {exc}", file=sys.stderr)

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import ast
 import bdb
-import gc
 import importlib.machinery
 import itertools
 import linecache
@@ -77,6 +76,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _breakpoints
+from ._heap import live_objects
 
 if TYPE_CHECKING:
     import ctypes
@@ -940,7 +940,7 @@ def _functions_and_generators(
             name = cache[raw] = canonic(raw)
         return name if name in filenames else None
 
-    for obj in gc.get_objects():
+    for obj in live_objects():
         kind = type(obj)
         if kind is types.FunctionType:
             name = file_of(obj.__code__)

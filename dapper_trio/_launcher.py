@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from . import _frames
 from ._engine import ANY_TASK
 from ._frames import short_path
+from ._heap import freeze_startup
 from ._session import QUIT_MESSAGE, DebugSession, get_session, is_quit
 from ._targets import LaunchError as LaunchError
 from ._targets import RunOptions as RunOptions
@@ -42,6 +43,7 @@ def run_program(
     session: DebugSession | None = None,
     sigint_ignored: bool | None = None,
     share_terminal: bool | None = None,
+    freeze_heap: bool = False,
 ) -> int:
     """Run *target* under the debugger in this process; return its exit status.
 
@@ -51,6 +53,9 @@ def run_program(
     it stays ignored, as under plain python.  With *share_terminal*
     (``dapper-trio run``; default: when no *session* is given) every process
     the program starts joins this one's terminal session (see _tree_join).
+    With *freeze_heap* (a process that exists to run this program) the
+    debugger's own objects are frozen out of the collector's walks just
+    before the program starts (see _heap).
     """
     if share_terminal is None:
         share_terminal = session is None
@@ -106,6 +111,8 @@ def run_program(
             # set up, and set_continue() just forgot it: ask again.
             debugger.request_pause(here, task=ANY_TASK)
     end_session = open_session(session) if share_terminal else _nothing
+    if freeze_heap:
+        freeze_startup()
     try:
         if code is not None:
             _exec_as_main(code, main_file)

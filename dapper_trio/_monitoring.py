@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import atexit
 import bdb
-import gc
 import sys
 import threading
 import types
@@ -62,6 +61,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _frames, _instrument, _tracing
+from ._heap import live_objects
 
 if TYPE_CHECKING:
     from ._engine import TaskAwareBdb
@@ -324,7 +324,7 @@ class MonitoringTracer:
         if not self._files:
             return
         wanted = self._files
-        for obj in gc.get_objects():
+        for obj in live_objects():
             kind = type(obj)
             if kind is types.FunctionType:
                 code = obj.__code__

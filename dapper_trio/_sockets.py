@@ -48,10 +48,14 @@ import socket as stdlib_socket
 import sys
 import threading
 import types
-from dataclasses import dataclass
-from typing import Literal
+from _operator import _compare_digest
 
 from ._errors import DapperTrioError
+from ._records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
 
 #: Environment variable naming where socket directories go.
 RUNTIME_DIR_VARIABLE = "DAPPER_TRIO_RUNTIME_DIR"
@@ -67,7 +71,7 @@ class IPCError(DapperTrioError):
     """Base class of the errors raised by dapper-trio's IPC layer."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Address:
     """Where a listener listens: ``unix:/path/to.sock`` or ``tcp:HOST:PORT``.
 
@@ -129,6 +133,16 @@ def new_token() -> str:
     hmac and hashlib with it) in every debuggee.
     """
     return os.urandom(32).hex()
+
+
+def tokens_equal(given: str, expected: str) -> bool:
+    """Compare tokens in constant time: ``hmac.compare_digest`` on their bytes.
+
+    The same C function, taken from ``_operator`` as ``hmac`` takes it:
+    importing ``hmac`` loads OpenSSL's hashlib, ~7 ms of every debuggee's
+    start-up here.
+    """
+    return _compare_digest(given.encode(), expected.encode())
 
 
 def _runtime_base(runtime_dir: str | None) -> str:
@@ -233,7 +247,7 @@ def _untrack(directory: str) -> None:
             signal.signal(signum, signal.SIG_DFL)
 
 
-@dataclass
+@record()
 class BoundSocket:
     """A socket bound and listening, not yet owned by a trio listener."""
 

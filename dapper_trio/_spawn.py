@@ -12,7 +12,6 @@ waits in the listen backlog until the supervisor accepts it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import signal
@@ -20,10 +19,14 @@ import subprocess
 import sys
 import termios
 from collections.abc import Callable
-from typing import Any, Literal
 
+from ._records import record
 from ._sockets import BoundSocket, bind_listening_socket, new_token
 from ._targets import SESSION_ENV as SESSION_ENV
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Literal
 
 
 def debuggee_command() -> list[str]:
@@ -37,7 +40,7 @@ def debuggee_command() -> list[str]:
     ]
 
 
-@dataclasses.dataclass
+@record()
 class StartedDebuggee:
     """A debuggee process and the listening socket it will connect to."""
 

@@ -6,10 +6,14 @@ imports trio, so this module stays free of it.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
-from typing import Literal
+
+from ._records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
 
 #: Environment variable carrying the supervisor's address and token to the
 #: debuggee (here, not in _spawn, so that a debuggee does not import
@@ -21,7 +25,7 @@ class LaunchError(Exception):
     """The program could not be started (missing file, unknown module...)."""
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class Target:
     """What to run: a script path or a module name, with its arguments."""
 
@@ -53,7 +57,7 @@ class Target:
         return cls(kind, name, tuple(args))  # type: ignore[arg-type]
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class RunOptions:
     """How to run it: stop at the first line or not, breakpoints to set."""
 

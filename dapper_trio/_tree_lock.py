@@ -89,7 +89,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import hmac
 import os
 import queue
 import select
@@ -102,7 +101,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._sockets import Address, bind_listening_socket, new_token
+from ._sockets import Address, bind_listening_socket, new_token, tokens_equal
 from ._wire import FrameDecoder, FrameKind, RemoteProtocolError, encode_frame
 
 if TYPE_CHECKING:
@@ -594,7 +593,7 @@ class TreeLockServer:
             token = body.get("token") if isinstance(body, dict) else None
             if kind != FrameKind.HANDSHAKE or not isinstance(token, str):
                 return False
-            if not hmac.compare_digest(token.encode(), self.token.encode()):
+            if not tokens_equal(token, self.token):
                 return False
             self._conns[conn.member] = conn
             if body.get("watch") is not None:

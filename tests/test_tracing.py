@@ -19,6 +19,7 @@ from __future__ import annotations
 import bdb
 import collections
 import contextlib
+import dis
 import gc
 import importlib
 import importlib.util
@@ -34,7 +35,7 @@ from typing import Any
 import pytest
 import trio
 from scripted import ScriptedDebugger, in_trio, line_of
-from terminal import PROGRAMS, run_under_debugger, terminal_env
+from terminal import PROGRAMS, Terminal, run_under_debugger, terminal_env
 
 from dapper_trio import _instrument, _monitoring, _tracing
 
@@ -848,6 +849,20 @@ trio.run(main)
 """
 
 
+@contextlib.contextmanager
+def _stopped_on_entry(script: Path, mode: str, tracer: str) -> Iterator[Terminal]:
+    """Run *script* under the debugger; yield at its first prompt."""
+    with run_under_debugger(
+        script.name,
+        mode=mode,
+        cwd=script.parent,
+        env=terminal_env(DAPPER_TRIO_TRACER=tracer),
+    ) as term:
+        out = term.expect_prompt()
+        assert f"{script.name}(1)<module>()" in out
+        yield term
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("tracer", backends())
 def test_terminal_breakpoint_in_a_function_not_defined_yet(
@@ -858,14 +873,7 @@ def test_terminal_breakpoint_in_a_function_not_defined_yet(
     script.write_text(DEFINED_LATER)
     helper = line_of(str(script), "helper-body")
     method = line_of(str(script), "method-body")
-    with run_under_debugger(
-        script.name,
-        mode=mode,
-        cwd=tmp_path,
-        env=terminal_env(DAPPER_TRIO_TRACER=tracer),
-    ) as term:
-        out = term.expect_prompt()
-        assert "defined_later.py(1)<module>()" in out
+    with _stopped_on_entry(script, mode, tracer) as term:
         assert f"Breakpoint 1 at {script}:{helper}" in term.cmd(f"b {helper}")
         assert f"Breakpoint 2 at {script}:{method}" in term.cmd(f"b {method}")
         term.sendline("c")
@@ -882,4 +890,46 @@ def test_terminal_breakpoint_in_a_function_not_defined_yet(
         rest = term.expect_exit()
     assert "total 3" in rest
     assert "(Pdb++)" not in rest
+    assert term.exitstatus == 0
+
+
+JSON_USER = """\
+import json
+print("start")
+print(json.dumps([1, 2]))
+print("end")
+"""
+
+
+def _first_body_line(function: types.FunctionType) -> int:
+    code = function.__code__
+    return min(
+        line
+        for _, line in dis.findlinestarts(code)
+        if line is not None and line > code.co_firstlineno
+    )
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("tracer", backends())
+def test_terminal_breakpoint_in_a_module_the_debugger_imported_first(
+    mode: str, tracer: str, tmp_path: Path
+) -> None:
+    """A breakpoint in json.dumps (imported by the debuggee itself, and so
+    frozen out of the collector's sight before the program ran) stops."""
+    script = tmp_path / "uses_json.py"
+    script.write_text(JSON_USER)
+    line = _first_body_line(json.dumps)
+    with _stopped_on_entry(script, mode, tracer) as term:
+        assert f"Breakpoint 1 at {json.__file__}:{line}" in term.cmd(
+            f"b {json.__file__}:{line}"
+        )
+        term.sendline("c")
+        out = term.expect_prompt()
+        assert f"__init__.py({line})dumps()" in out
+        assert term.cmd("p obj").strip() == "[1, 2]"
+        term.sendline("c")
+        rest = term.expect_exit()
+    assert "[1, 2]" in rest
+    assert "end" in rest
     assert term.exitstatus == 0
