@@ -47,7 +47,6 @@ workload's "workload done:" line or ended with a status other than 0.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -302,25 +301,11 @@ def render(results: Results, repeat: int, steps: int) -> list[str]:
                     f"{column} {ours / theirs:.2f}{TIMES} of debugpy's ({verdict})"
                 )
             lines.append(f"* {contender.name}: " + "; ".join(verdicts) + ".")
-    if notes:
-        lines += ["", "Failures:", ""]
-        lines += [
-            f"{number}. " + note.replace("\n", "\n    ")
-            for number, note in enumerate(notes, start=1)
-        ]
-    return lines
+    return lines + overhead.failure_lines(notes)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--python",
-        action="append",
-        metavar="VERSION_OR_PATH",
-        help="an interpreter to measure (repeatable; default: "
-        + " and ".join(DEFAULT_PYTHONS)
-        + ")",
-    )
+    parser = overhead.new_parser(__doc__.split("\n")[0])
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per cell, the best is kept"
     )

@@ -863,17 +863,27 @@ def render(results: Results, repeat: int) -> list[str]:
             f"\\* fewer than {repeat} runs: their runs took over {REPEAT_BUDGET:.0f} s."
         )
     lines += cpu_table(results)
-    if notes:
-        lines += ["", "Failures:", ""]
-        lines += [
+    return lines + failure_lines(notes)
+
+
+def failure_lines(notes: list[str]) -> list[str]:
+    """The numbered notes on failed cells, under a table (none: nothing)."""
+    if not notes:
+        return []
+    return [
+        "",
+        "Failures:",
+        "",
+        *(
             f"{number}. " + note.replace("\n", "\n    ")
             for number, note in enumerate(notes, start=1)
-        ]
-    return lines
+        ),
+    ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def new_parser(description: str) -> argparse.ArgumentParser:
+    """A benchmark's command line, with ``--python`` (repeatable)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--python",
         action="append",
@@ -882,6 +892,11 @@ def main() -> None:
         + " and ".join(DEFAULT_PYTHONS)
         + ")",
     )
+    return parser
+
+
+def main() -> None:
+    parser = new_parser(__doc__.split("\n")[0])
     parser.add_argument(
         "--scale",
         type=float,

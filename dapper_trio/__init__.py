@@ -24,10 +24,10 @@ if TYPE_CHECKING:
     from ._actors import current_actor as current_actor
     from ._actors import open_actor_nursery as open_actor_nursery
     from ._api import breakpoint as breakpoint
-    from ._api import listen as listen
     from ._api import post_mortem as post_mortem
     from ._api import run as run
     from ._api import set_trace as set_trace
+    from ._dap_listen import listen as listen
     from ._engine import DebuggerQuit as DebuggerQuit
     from ._errors import DapperTrioError as DapperTrioError
     from ._errors import TransportError as TransportError
@@ -80,7 +80,7 @@ _EXPORTS: dict[str, str] = {
     "current_actor": "_actors",
     "open_actor_nursery": "_actors",
     "breakpoint": "_api",
-    "listen": "_api",
+    "listen": "_dap_listen",
     "post_mortem": "_api",
     "run": "_api",
     "set_trace": "_api",

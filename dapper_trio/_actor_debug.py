@@ -107,13 +107,8 @@ class TreeTerminal:
             try:
                 if not turn.quitting:
                     _prepare_repl(debugger)
-                    restore = _point_streams_at_terminal(self._tree)
-                    try:
-                        for notice in turn.notices:
-                            debugger.message(f"[dapper-trio] {notice}")
+                    with _at_terminal(self._tree, debugger, turn):
                         yield True
-                    finally:
-                        restore()
             finally:
                 if server is not None and not turn.quitting:
                     server.release_here(quit=bool(debugger.quitting))
@@ -136,13 +131,10 @@ class TreeTerminal:
         if turn.quitting:
             yield False
             return
-        restore = _point_streams_at_terminal(self._tree)
         try:
-            for notice in turn.notices:
-                debugger.message(f"[dapper-trio] {notice}")
-            yield True
+            with _at_terminal(self._tree, debugger, turn):
+                yield True
         finally:
-            restore()
             if acquired:
                 with contextlib.suppress(TreeLockUnavailable):
                     client.release(quit=bool(debugger.quitting))
@@ -155,6 +147,19 @@ class TreeTerminal:
     def procs(self) -> list[str]:
         """The tree's processes and their states, one line each."""
         return self._tree.client.procs()
+
+
+@contextlib.contextmanager
+def _at_terminal(tree: TreeDebug, debugger: TrioPdb, turn: Turn) -> Iterator[None]:
+    """A REPL's turn: its streams on the tree's terminal, the turn's notices
+    shown first; the streams put back after."""
+    restore = _point_streams_at_terminal(tree)
+    try:
+        for notice in turn.notices:
+            debugger.message(f"[dapper-trio] {notice}")
+        yield
+    finally:
+        restore()
 
 
 def _prepare_repl(debugger: TrioPdb) -> None:

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
 from ._engine import DebuggerQuit
 from ._session import breakpoints_disabled, get_session, is_quit
-
-if TYPE_CHECKING:
-    from ._dap_listen import Listening
 
 T = TypeVar("T")
 
@@ -101,43 +98,3 @@ def run(
         ):
             post_mortem_sync(exc)
         raise
-
-
-async def listen(
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    transport: Literal["tcp", "unix"] = "tcp",
-    token: str | None = None,
-    wait_for_client: bool = False,
-    announce: bool = True,
-) -> Listening:
-    """Let an editor attach to this program with ``dapper-trio dap``.
-
-    Starts listening for DAP clients on *host*:*port* (TCP; port 0 picks a
-    free one) or on a unix socket in a private directory
-    (``transport="unix"``), and returns where (``.address``), the token a
-    client must present (``.token``), and both as ``attach`` arguments
-    (``.attach_arguments()``).  With *announce*, that is also printed on
-    stderr.  The token is *token*, else ``$DAPPER_TRIO_TOKEN``, else random.
-    A *host* other than loopback prints a warning: whoever can reach it and
-    knows the token can run code in this program.  Clients attach one at a
-    time; when one detaches, its breakpoints go, and the program goes on.
-    Calling ``listen()`` again returns the same listener.
-
-    With *wait_for_client*, returns only once a client has attached and sent
-    its configuration (its breakpoints are set by then).
-
-    On cancellation: the wait for a client is abandoned (the listener stays);
-    otherwise this call is a checkpoint.
-    """
-    from ._dap_listen import listen as start_listening
-
-    return await start_listening(
-        host=host,
-        port=port,
-        transport=transport,
-        token=token,
-        wait_for_client=wait_for_client,
-        announce=announce,
-    )

@@ -457,7 +457,20 @@ def _queue(
 # -- the launched program's sys.stdout and sys.stderr --------------------------------
 
 
-class ForwardedStream(io.TextIOBase):
+class _WriteOnly:
+    """What a forwarded stream and its buffer say of themselves."""
+
+    def readable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+
+class ForwardedStream(_WriteOnly, io.TextIOBase):
     """A launched program's ``sys.stdout`` or ``sys.stderr``: what it writes
     becomes ``output`` events sent over the agent's connection, in order with
     the other stream and with the other events (``DapEndpoint.post_output``).
@@ -514,15 +527,6 @@ class ForwardedStream(io.TextIOBase):
         except (ValueError, OSError):
             return False
 
-    def readable(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
@@ -554,7 +558,7 @@ class ForwardedStream(io.TextIOBase):
         """Not closed: the program's output keeps going somewhere."""
 
 
-class ForwardedBuffer(io.RawIOBase):
+class ForwardedBuffer(_WriteOnly, io.RawIOBase):
     """A ``ForwardedStream``'s ``buffer``: bytes written are decoded with the
     stream's encoding (incrementally: a character may span writes) and sent
     by the stream, in order with its text."""
@@ -580,15 +584,6 @@ class ForwardedBuffer(io.RawIOBase):
 
     def isatty(self) -> bool:
         return self._stream.isatty()
-
-    def readable(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")

@@ -188,7 +188,25 @@ async def listen(
     wait_for_client: bool = False,
     announce: bool = True,
 ) -> Listening:
-    """See ``dapper_trio.listen`` (``_api``)."""
+    """Let an editor attach to this program with ``dapper-trio dap``.
+
+    Starts listening for DAP clients on *host*:*port* (TCP; port 0 picks a
+    free one) or on a unix socket in a private directory
+    (``transport="unix"``), and returns where (``.address``), the token a
+    client must present (``.token``), and both as ``attach`` arguments
+    (``.attach_arguments()``).  With *announce*, that is also printed on
+    stderr.  The token is *token*, else ``$DAPPER_TRIO_TOKEN``, else random.
+    A *host* other than loopback prints a warning: whoever can reach it and
+    knows the token can run code in this program.  Clients attach one at a
+    time; when one detaches, its breakpoints go, and the program goes on.
+    Calling ``listen()`` again returns the same listener.
+
+    With *wait_for_client*, returns only once a client has attached and sent
+    its configuration (its breakpoints are set by then).
+
+    On cancellation: the wait for a client is abandoned (the listener stays);
+    otherwise this call is a checkpoint.
+    """
     global _current
     if transport not in ("tcp", "unix"):
         raise ValueError(f"transport must be 'tcp' or 'unix', not {transport!r}")
