@@ -802,9 +802,12 @@ class ListeningAgent:
             send.close()
             session.attached = False
             self.endpoint.unbind()
-            session.port.connection_lost()
+            # Forget the client's breakpoints first, and only then end the
+            # stop it leaves (if any): resumed first, the program could reach
+            # one of them again before they go, and stop with nobody there.
             with trio.CancelScope(shield=True):
                 await self._detach()
+            session.port.connection_lost()
 
     async def _detach(self) -> None:
         _, deliver, done = _slot()
