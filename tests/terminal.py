@@ -141,6 +141,17 @@ class Terminal:
         self._reap(timeout or self.timeout)
         return out
 
+    def continue_to_end(self, *expected: str, status: int = 0) -> str:
+        """``c`` at the prompt: the program runs to its end without stopping
+        again, prints each of *expected* and exits with *status*."""
+        self.sendline("c")
+        rest = self.expect_exit()
+        for text in expected:
+            assert text in rest, f"{text!r} not in the program's last output"
+        assert "(Pdb++)" not in rest
+        assert self.exitstatus == status
+        return rest
+
     def _reap(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while self.child.isalive():

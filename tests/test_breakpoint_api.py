@@ -51,11 +51,7 @@ def test_breakpoint_opens_repl_at_callers_line() -> None:
         )
         assert _stop_line(out, BREAKPOINT_APP, "task-breakpoint", "asker")
         assert term.cmd("p answer").strip() == "42"
-        term.sendline("c")
-        rest = term.expect_exit()
-    assert "asker resumed with 42" in rest
-    assert "main done" in rest
-    assert term.exitstatus == 0
+        term.continue_to_end("asker resumed with 42", "main done")
 
 
 def test_breakpoint_in_cancelled_scope_opens_then_raises_cancelled() -> None:

@@ -886,11 +886,7 @@ def test_terminal_breakpoint_in_a_function_not_defined_yet(
         out = term.expect_prompt()
         assert f"defined_later.py({method})bump()" in out
         assert term.cmd("p n").strip() == "2"
-        term.sendline("c")
-        rest = term.expect_exit()
-    assert "total 3" in rest
-    assert "(Pdb++)" not in rest
-    assert term.exitstatus == 0
+        term.continue_to_end("total 3")
 
 
 JSON_USER = """\
@@ -928,8 +924,4 @@ def test_terminal_breakpoint_in_a_module_the_debugger_imported_first(
         out = term.expect_prompt()
         assert f"__init__.py({line})dumps()" in out
         assert term.cmd("p obj").strip() == "[1, 2]"
-        term.sendline("c")
-        rest = term.expect_exit()
-    assert "[1, 2]" in rest
-    assert "end" in rest
-    assert term.exitstatus == 0
+        term.continue_to_end("[1, 2]", "end")
