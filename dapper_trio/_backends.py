@@ -25,9 +25,8 @@ import contextlib
 import dataclasses
 import os
 import signal
-import subprocess
 import sys
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
@@ -36,6 +35,9 @@ from ._lifecycle import LifecycleManager
 from ._spawn import StartedDebuggee, save_terminal, start_debuggee
 from ._states import BackendLifecycleState
 from ._targets import RunOptions, Target, resolve
+
+if TYPE_CHECKING:
+    from ._spawn import ChildProcess
 
 #: Seconds a child gets to exit after SIGTERM before it is killed.
 TERMINATE_GRACE = 2.0
@@ -141,7 +143,7 @@ class _ConnectionDropped(Exception):
     pass
 
 
-async def _wait_for_exit(process: subprocess.Popen[bytes]) -> int:
+async def _wait_for_exit(process: ChildProcess) -> int:
     """Wait for *process* to exit; return its returncode.
 
     Cancellation: the process is terminated (SIGTERM, then SIGKILL after
@@ -156,7 +158,7 @@ async def _wait_for_exit(process: subprocess.Popen[bytes]) -> int:
         raise
 
 
-async def _terminate_then_kill(process: subprocess.Popen[bytes]) -> None:
+async def _terminate_then_kill(process: ChildProcess) -> None:
     with contextlib.suppress(OSError):
         process.terminate()
     with trio.move_on_after(TERMINATE_GRACE):

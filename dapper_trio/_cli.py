@@ -333,7 +333,9 @@ def _cmd_run(
         from ._spawn import start_debuggee
 
         config = {"target": target.to_dict(), "options": options.to_dict()}
-        started = start_debuggee(transport=args.ipc, config=config)
+        # A fork of this process: in the child, this call runs the program
+        # and ends with SystemExit (see _spawn).
+        started = start_debuggee(transport=args.ipc, config=config, fork=True)
         # Ctrl-C is the debuggee's: it pauses the program there.  Ignored
         # here from now on (the program may be running, even at a prompt,
         # before this process has imported trio and watches signals).

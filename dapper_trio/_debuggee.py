@@ -27,7 +27,7 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 from ._launcher import LaunchError, RunOptions, Target, run_program
 from ._session import get_session
@@ -256,11 +256,25 @@ class Agent:
 
 
 def main() -> None:
-    """Entry point of the debuggee process started by the supervisor."""
+    """Entry point of a debuggee process the supervisor started with exec.
+
+    The session's details come in the environment (``_spawn``).
+    """
     raw = os.environ.pop(SESSION_ENV, None)
     if raw is None:
         sys.exit("dapper-trio: this process must be started by 'dapper-trio run'")
-    info = json.loads(raw)
+    run_debuggee(json.loads(raw))
+
+
+def run_debuggee(info: dict[str, Any]) -> NoReturn:
+    """Connect to the supervisor, run the program; exit with its status.
+
+    *info* is what ``_spawn.start_debuggee`` gives its child: the address
+    and token to connect with, whether SIGINT was ignored, and (usually) the
+    run's configuration.  Raises SystemExit with the program's exit status,
+    so that the interpreter finishes as it would after the program under
+    plain python (threads joined, atexit handlers run, streams flushed).
+    """
     agent = Agent(Address.parse(info["address"]), info["token"])
     try:
         config = agent.start(info.get("config"))

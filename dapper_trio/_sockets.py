@@ -233,9 +233,14 @@ def _track(directory: str) -> None:
             signal.signal(signum, _on_signal)
 
 
-def _untrack(directory: str) -> None:
-    """Remove *directory* now; put the default action back if none is left."""
-    _remove_directory(directory)
+def _untrack(directory: str, *, remove: bool = True) -> None:
+    """Remove *directory* now; put the default action back if none is left.
+
+    With ``remove=False`` the directory is only forgotten (a forked child's
+    copy of its parent's table: the parent removes it).
+    """
+    if remove:
+        _remove_directory(directory)
     _directories.pop(directory, None)
     pid = os.getpid()
     if any(owner == pid for owner in _directories.values()):
@@ -271,6 +276,18 @@ class BoundSocket:
         """Close the socket; remove a unix socket's file and directory."""
         self.sock.close()
         self.remove_path()
+
+    def release_in_child(self) -> None:
+        """In a child forked after binding: close its copy, leave the path.
+
+        The parent owns the socket file and its directory.  The child
+        forgets them, so that nothing in it (its signal handlers included)
+        removes them.
+        """
+        self.sock.close()
+        directory, self.directory = self.directory, None
+        if directory is not None:
+            _untrack(directory, remove=False)
 
 
 def bind_listening_socket(

@@ -43,7 +43,8 @@ def test_stops_at_first_line(mode: str) -> None:
 
 
 def test_program_sees_plain_python_world(mode: str) -> None:
-    """sys.argv, __name__, sys.path[0], cwd and the exit status match plain python."""
+    """sys.argv, __name__, sys.path[0], cwd, signal handlers, the exit status
+    and the interpreter's end (threads joined, atexit) match plain python."""
     plain = subprocess.run(
         [sys.executable, "show_env.py", "3", "x y"],
         cwd=PROGRAMS,
@@ -60,6 +61,9 @@ def test_program_sees_plain_python_world(mode: str) -> None:
     assert term.exitstatus == 3
     for line in plain.stdout.splitlines():
         assert line in out.splitlines()
+    # The interpreter ended the program as python does (the debuggee is a
+    # fork of the supervisor in subprocess mode: see _spawn).
+    assert out.index("thread: joined before exit") < out.index("atexit: ran at exit")
 
 
 def test_module_entry(mode: str) -> None:
