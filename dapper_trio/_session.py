@@ -466,13 +466,16 @@ class DebugSession:
         real = trio.run
         self._real_trio_run = real
         session = self
+        seamless = _share_sigint_with_trio()
 
         def run(async_fn: Any, *args: Any, **kwargs: Any) -> Any:
             instruments = list(kwargs.pop("instruments", ()))
             if session.instrument not in instruments:
                 instruments.append(session.instrument)
             # Let trio install its own KI handler; the instrument wraps it.
-            if signal.getsignal(signal.SIGINT) == session._on_sigint:
+            # (Where trio's KIManager could not be wrapped: the old way, with
+            # its gap.)
+            if not seamless and signal.getsignal(signal.SIGINT) == session._on_sigint:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
             try:
                 return real(async_fn, *args, instruments=instruments, **kwargs)
@@ -534,6 +537,79 @@ class DebugSession:
 
         hook.__dapper_trio__ = True  # type: ignore[attr-defined]
         sys.excepthook = hook
+
+
+def _share_sigint_with_trio() -> bool:
+    """Let ``trio.run`` make its KeyboardInterrupt handler without a gap in ours.
+
+    trio installs its handler only over ``signal.default_int_handler``.  The
+    session used to put that back for the whole of trio's set-up, up to its
+    ``before_run`` instrument call: a Ctrl-C in those milliseconds (or an
+    editor's pause, which is a SIGINT too) reached trio's handler, and the
+    program died of a KeyboardInterrupt.  Now the swap happens inside
+    ``KIManager.install`` only: the session's handler is back as soon as
+    trio's exists (and becomes its fallback, for a second Ctrl-C).  A SIGINT
+    in the few bytecodes in between is caught there and served as a pause.
+
+    Returns False if this trio has no ``KIManager.install`` to wrap.
+    """
+    try:
+        from trio._core import _ki
+    except ImportError:  # pragma: no cover - a trio without it
+        return False
+    manager = getattr(_ki, "KIManager", None)
+    real_install = getattr(manager, "install", None)
+    if manager is None or real_install is None:  # pragma: no cover
+        return False
+    if getattr(real_install, "__dapper_trio__", False):
+        return True
+
+    def install(
+        ki_manager: Any,
+        deliver_cb: Callable[[], object],
+        restrict_keyboard_interrupt_to_checkpoints: bool,
+    ) -> None:
+        installed = signal.getsignal(signal.SIGINT)
+        session = getattr(installed, "__self__", None)
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or not isinstance(session, DebugSession)
+            or installed != session._on_sigint
+        ):
+            real_install(
+                ki_manager, deliver_cb, restrict_keyboard_interrupt_to_checkpoints
+            )
+            return
+        missed = False
+        gap = True
+
+        def deliver() -> None:
+            # trio's handler, with KeyboardInterrupt deferred to checkpoints.
+            nonlocal missed
+            if gap:
+                missed = True
+            else:
+                deliver_cb()
+
+        try:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            real_install(
+                ki_manager, deliver, restrict_keyboard_interrupt_to_checkpoints
+            )
+        except KeyboardInterrupt:
+            missed = True
+        finally:
+            if ki_manager.handler is not None:
+                session._ki_fallback = ki_manager.handler
+            signal.signal(signal.SIGINT, session._on_sigint)
+            gap = False
+        if missed:
+            session._on_sigint(signal.SIGINT, sys._getframe())
+
+    install.__dapper_trio__ = True  # type: ignore[attr-defined]
+    install.__wrapped__ = real_install  # type: ignore[attr-defined]
+    manager.install = install
+    return True
 
 
 def _nothing() -> None:

@@ -146,3 +146,19 @@ def test_pause_lands_in_the_task_about_to_run(mode: str) -> None:
     ]
     assert len(pauses) == 20, result.stderr
     assert all("in task 'busy'" in line for line in pauses), result.stderr
+
+
+def test_ctrl_c_while_trio_run_sets_up_pauses(mode: str) -> None:
+    """A Ctrl-C that comes while trio.run is still setting up pauses too.
+
+    It used to reach trio's own handler (the session handed SIGINT to trio
+    for the whole set-up) and kill the program with a KeyboardInterrupt; an
+    editor's pause, which is a SIGINT, was lost the same way.
+    """
+    with run_under_debugger(
+        "sigint_at_run_start.py", mode=mode, options=["-c"]
+    ) as term:
+        out = term.expect_prompt()
+        assert "interrupted (Ctrl-C)" in out
+        assert "KeyboardInterrupt" not in out
+        term.continue_to_end("survived the Ctrl-C")
