@@ -100,7 +100,9 @@ def start_debuggee(
 
     With *fork*, the child is a fork of this process (see the module's
     docstring for when that is allowed); in the child this call does not
-    return: it raises SystemExit once the program is over.
+    return: it raises SystemExit once the program is over.  If this process
+    has another thread by then (a sitecustomize started one), the child is
+    executed as without *fork*: a fork would copy locks that thread holds.
     """
     restore_terminal = save_terminal()
     token = new_token()
@@ -113,7 +115,7 @@ def start_debuggee(
     if config is not None:
         info["config"] = config
     try:
-        child = _fork() if fork else _exec_debuggee(info)
+        child = _fork() if fork and _one_thread() else _exec_debuggee(info)
     except BaseException:
         bound.close()
         raise
@@ -131,6 +133,12 @@ def _exec_debuggee(info: dict[str, Any]) -> ChildProcess:
     env = dict(os.environ)
     env[SESSION_ENV] = json.dumps(info)
     return subprocess.Popen(debuggee_command(), env=env, preexec_fn=_ignore_sigint)
+
+
+def _one_thread() -> bool:
+    import threading
+
+    return threading.active_count() == 1
 
 
 def _fork() -> int:

@@ -111,3 +111,36 @@ def test_forked_child_releases_the_socket_and_leaves_its_file() -> None:
         "parent keeps its handler True",
         "after close: socket file exists False",
     ]
+
+
+START_SCRIPT = """
+import sys, threading
+from dapper_trio._spawn import start_debuggee
+
+stop = threading.Event()
+if sys.argv[1] == "thread":
+    threading.Thread(target=stop.wait).start()
+started = start_debuggee(fork=True)
+print(type(started.process).__name__, flush=True)
+started.abort()
+stop.set()
+"""
+
+
+@pytest.mark.parametrize(
+    ("threads", "expected"), [("none", "ForkedProcess"), ("thread", "Popen")]
+)
+def test_fork_only_while_the_process_has_one_thread(
+    threads: str, expected: str
+) -> None:
+    """start_debuggee(fork=True) forks only a single-threaded process; with
+    another thread running, it executes a fresh interpreter instead."""
+    done = subprocess.run(
+        [sys.executable, "-c", START_SCRIPT, threads],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [expected]
