@@ -14,11 +14,14 @@ columns are the scenarios:
 0. the CPU workload for one round (a few milliseconds of work): what starting
    and ending the program under the debugger costs, which every other column
    pays once;
-1. the CPU workload (``workloads/calls.py``: Python method calls), with the
+1. the trio workload for 10 items: the same for a program that imports
+   trio, as the trio column's does (the debugger's start-up overlaps that
+   import, so it costs such a program less than column 0 says);
+2. the CPU workload (``workloads/calls.py``: Python method calls), with the
    breakpoint in a file it imports but never runs (``workloads/_never.py``);
-2. the trio workload (``workloads/channels.py``: tasks passing items through
+3. the trio workload (``workloads/channels.py``: tasks passing items through
    memory channels), breakpoint likewise;
-3. the CPU workload with a conditional breakpoint on its hottest loop line
+4. the CPU workload with a conditional breakpoint on its hottest loop line
    (``total += position.norm1()``, once per iteration of ``simulate``) whose
    condition, ``steps < 0``, never holds: the debugger must stop there often
    enough to evaluate it.
@@ -53,13 +56,19 @@ control: the hot-line breakpoint with a condition that holds (``steps > 0``)
 must stop the program, so no contender can look fast by ignoring
 breakpoints.
 
-A second table gives the same runs in CPU time (user + system of every
-process of the run, from ``getrusage(RUSAGE_CHILDREN)``), which a busy
-machine disturbs far less than wall time.
+Two more tables follow: the same runs' wall times as medians (the first
+table keeps each cell's fastest run, and one lucky baseline run moves a
+whole column), and their CPU time (user + system of every process of the
+run, from ``getrusage(RUSAGE_CHILDREN)``), which a busy machine disturbs far
+less than wall time.
 
 Each cell is the minimum of ``--repeat`` runs (default 3), except that a cell
-whose runs add up to more than ``REPEAT_BUDGET`` seconds is not run again
-(noise weighs little on runs that long).  In each round the contenders run
+whose runs add up to more than ``--budget`` seconds (default
+``REPEAT_BUDGET``) is not run again: pdb and debugpy take minutes a run.
+The speed of this machine's cores wanders by 10-30 % from one run to the
+next, so a cell of 2-3 s runs needs many of them for its minimum to mean
+something: ``--column trio --repeat 12 --budget 60`` measures that column
+alone with twelve.  In each round the contenders run
 in a rotated order, so all of them see the same noise.  Only the ratios mean
 anything on a shared machine; the baseline's absolute times are printed for
 reference alone.  Every contender gets an empty temporary ``HOME`` and
@@ -85,6 +94,7 @@ import resource
 import select
 import shutil
 import signal
+import statistics
 import struct
 import subprocess
 import sys
@@ -189,6 +199,9 @@ def scenarios(scale: float) -> list[Scenario]:
     return [
         # One round: start-up and exit only, what every other column pays once.
         Scenario("start-up (1 round), cold-file bp", CALLS, 1, never),
+        # The same for a trio program, whose import of trio the debugger's
+        # own start-up overlaps: what the trio column pays once.
+        Scenario("trio start-up (10 items), cold-file bp", CHANNELS, 10, never),
         # 3125 rounds of 8,001 Python calls: the 25 M calls of the issue's table.
         Scenario("CPU, cold-file bp", CALLS, max(1, round(3125 * scale)), never),
         Scenario("trio, cold-file bp", CHANNELS, max(10, round(40000 * scale)), never),
@@ -709,6 +722,7 @@ def bench(
     *,
     with_debugpy: bool,
     only: Sequence[str] = (),
+    budget: float = REPEAT_BUDGET,
 ) -> Results:
     contenders = [
         c
@@ -753,7 +767,7 @@ def bench(
             for contender in active[shift:] + active[:shift]:
                 key = (contender.name, scenario.label)
                 so_far = results.times.setdefault(key, [])
-                if key in results.failures or sum(so_far) > REPEAT_BUDGET:
+                if key in results.failures or sum(so_far) > budget:
                     continue
                 before = children_cpu()
                 try:
@@ -782,13 +796,17 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cpu_table(results: Results) -> list[str]:
-    """The same runs in CPU time: steadier than wall time on a busy machine."""
+def ratio_table(
+    results: Results,
+    title: str,
+    runs: dict[tuple[str, str], list[float]],
+    statistic: Callable[[list[float]], float],
+) -> list[str]:
+    """A table of *statistic* of each cell's *runs* over the baseline's."""
     cases = results.scenarios
     lines = [
         "",
-        "CPU time (user + system, every process of the run), as a ratio to plain"
-        " python's:",
+        title,
         "",
         "| contender | " + " | ".join(s.label for s in cases) + " |",
         "|---|" + "---:|" * len(cases),
@@ -798,9 +816,11 @@ def cpu_table(results: Results) -> list[str]:
             continue
         cells = []
         for scenario in cases:
-            base = results.cpu.get((BASELINE.name, scenario.label))
-            found = results.cpu.get((contender.name, scenario.label))
-            cells.append(ratio(min(found) / min(base)) if base and found else "n/a")
+            base = runs.get((BASELINE.name, scenario.label))
+            found = runs.get((contender.name, scenario.label))
+            cells.append(
+                ratio(statistic(found) / statistic(base)) if base and found else "n/a"
+            )
         lines.append(f"| {contender.name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -809,7 +829,7 @@ def ratio(value: float) -> str:
     return f"{value:.2f}{TIMES}"
 
 
-def render(results: Results, repeat: int) -> list[str]:
+def render(results: Results, repeat: int, budget: float) -> list[str]:
     cases = results.scenarios
     lines = [
         f"## {results.description}",
@@ -860,9 +880,24 @@ def render(results: Results, repeat: int) -> list[str]:
     ]
     if fewer:
         lines.append(
-            f"\\* fewer than {repeat} runs: their runs took over {REPEAT_BUDGET:.0f} s."
+            f"\\* fewer than {repeat} runs: their runs took over {budget:.0f} s."
         )
-    lines += cpu_table(results)
+    # The minimum keeps the luckiest run of each cell; on this machine one
+    # lucky baseline run moves a whole column.  The medians show that noise.
+    lines += ratio_table(
+        results,
+        "Wall time again, the median of each cell's runs over plain python's median:",
+        results.times,
+        statistics.median,
+    )
+    # CPU time: steadier than wall time on a busy machine.
+    lines += ratio_table(
+        results,
+        "CPU time (user + system, every process of the run), as a ratio to plain"
+        " python's:",
+        results.cpu,
+        min,
+    )
     return lines + failure_lines(notes)
 
 
@@ -908,6 +943,16 @@ def main() -> None:
         type=int,
         default=3,
         help="runs per cell, the minimum is kept (default 3)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=REPEAT_BUDGET,
+        metavar="SECONDS",
+        help=(
+            "a cell whose runs add up to more than this is not run again"
+            f" (default {REPEAT_BUDGET:.0f})"
+        ),
     )
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run: --scale 0.25 --repeat 1"
@@ -968,8 +1013,9 @@ def main() -> None:
                 args.repeat,
                 with_debugpy=args.debugpy,
                 only=args.only,
+                budget=args.budget,
             )
-        print("\n".join(render(results, args.repeat)) + "\n", flush=True)
+        print("\n".join(render(results, args.repeat, args.budget)) + "\n", flush=True)
     if args.quick:
         print(
             "--quick: one run per cell and small workloads, on which start-up"
