@@ -65,12 +65,11 @@ async def test_non_urgent_events_wait_for_the_next_urgent_post() -> None:
     assert endpoint.waiting
     assert token.calls == 0
 
-    def stopping() -> None:
-        assert endpoint.post_output("stdout", "a")
-        assert endpoint.post_output("stdout", "b")
-        endpoint.post_event("stopped", {"threadId": 2})
-
-    await trio.to_thread.run_sync(stopping)
+    # Posted here, with no checkpoint in between: the loop cannot deliver
+    # before the last one (from a thread, a delivery may come in between).
+    assert endpoint.post_output("stdout", "a")
+    assert endpoint.post_output("stdout", "b")
+    endpoint.post_event("stopped", {"threadId": 2})
     await delivered(got, 4)
     assert got == [
         ("thread", {"threadId": 1}),
