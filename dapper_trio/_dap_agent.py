@@ -34,16 +34,11 @@ A launched program's ``sys.stdout`` and ``sys.stderr`` are
 ``ForwardedStream`` objects: a write queues the text with ``post_output``
 (never waiting for the network), and the agent sends it as an ``output`` event in
 its place among the other events -- two pipes read side by side would not
-keep the order of stdout and stderr.  Everything posted between two
-deliveries -- events, output, the results of commands (``post_call``) -- is
-one batch, in the order posted: one ``run_sync_soon``, and the agent sends
-what is queued in one write.  ``thread`` events are not urgent: they wait in
-the batch for the next urgent post, for the program's loop to go idle or for
-its end (``flush``), because waking the agent thread while the program runs
-makes the two fight for the GIL, at the program's expense.  The agent sends
-what is queued before it closes the connection at the end of the program,
-and from then on (or once the adapter is lost) the streams write to the
-real file descriptors, whose pipes the adapter still reads.
+keep the order of stdout and stderr.  Writes between two deliveries are one
+batch, one ``run_sync_soon``; the agent sends what is queued before it
+closes the connection at the end of the program, and from then on (or once
+the adapter is lost) the streams write to the real file descriptors, whose
+pipes the adapter still reads.
 
 A launched program quits when its adapter goes away.  An attached one
 forgets the client's breakpoints and exception filters, goes on if it was
@@ -69,7 +64,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 import outcome
 import trio
@@ -91,8 +86,6 @@ from ._sockets import BoundSocket
 
 #: How long a launched debuggee waits for its configuration from the adapter.
 CONFIG_TIMEOUT = 60.0
-#: How long a pause waits for a stop left by a previous adapter to end.
-LEFT_STOP_WAIT = 5.0
 #: A pause request not served within this many seconds may be sent again.
 PAUSE_RETRY_SECONDS = 1.5
 
@@ -115,21 +108,14 @@ class DapEndpoint:
         self._token: trio.lowlevel.TrioToken | None = None
         self._sink: Sink | None = None
         self._pause_sent_at: float | None = None
-        # Everything posted for the loop -- events, program output, results
-        # of commands -- joins one list, delivered by one run_sync_soon: the
-        # first post after a delivery queues the next delivery, later ones
-        # join it.  One wake-up of the agent thread per batch matters: each
-        # wake-up makes that thread take the GIL from a busy program (and
-        # each run_sync_soon is a syscall in the posting thread), and a
-        # program starting 30 tasks posted 30 thread events, which cost it
-        # tenths of a second (see docs/internals.md).  The list keeps the
-        # order things were posted in.  Posting happens under this lock
-        # (reentrant: a signal handler may print while the main thread
-        # holds it).
+        # Posting happens under this lock, so that the loop's queue
+        # (run_sync_soon's, first in first out) has events and program
+        # output in the order they were posted.
+        # (Reentrant: a signal handler may print while the main thread
+        # holds it.)
         self._post_lock = threading.RLock()
         self._output_open = False
-        self._pending: list[list[Any]] | None = None
-        self._delivery_queued = False
+        self._batch: list[list[str]] | None = None
 
     def bind(self, token: trio.lowlevel.TrioToken, sink: Sink) -> None:
         with self._post_lock:
@@ -140,66 +126,19 @@ class DapEndpoint:
         with self._post_lock:
             self._token = self._sink = None
             self._output_open = False
-            self._pending = None
-            self._delivery_queued = False
+            self._batch = None
 
-    def _post(self, item: list[Any], *, urgent: bool = True) -> bool:
-        """Add *item* to the pending batch (the lock held); False if unbound."""
-        if self._token is None:
-            return False
-        if self._pending is None:
-            self._pending = []
-        self._pending.append(item)
-        return self._queue_delivery() if urgent else True
-
-    def _queue_delivery(self) -> bool:
-        """Have the loop deliver the pending batch (the lock held)."""
-        token, batch = self._token, self._pending
-        if self._delivery_queued or token is None or batch is None:
-            return token is not None
-        try:
-            token.run_sync_soon(self._deliver_batch, batch)
-        except trio.RunFinishedError:
-            return False
-        self._delivery_queued = True
-        return True
-
-    def post_event(self, event: str, body: Any, *, urgent: bool = True) -> None:
-        """Queue an event for the adapter; from any thread, never blocks.
-
-        A non-*urgent* event (a thread started or exited) waits, in its
-        place, for the next urgent post or ``flush``: waking the agent
-        thread while the program runs costs the program (see above).
-        """
+    def post_event(self, event: str, body: Any) -> None:
+        """Queue an event for the adapter; from any thread, never blocks."""
         with self._post_lock:
-            self._post(["event", event, body], urgent=urgent)
-
-    @property
-    def waiting(self) -> bool:
-        """Whether non-urgent posts wait for a ``flush`` (a hint, unlocked)."""
-        return self._pending is not None and not self._delivery_queued
-
-    def flush(self) -> None:
-        """Deliver what non-urgent posts left waiting; from any thread."""
-        with self._post_lock:
-            self._queue_delivery()
-
-    def post_call(
-        self,
-        token: trio.lowlevel.TrioToken,
-        function: Callable[[Any], object],
-        argument: Any,
-    ) -> None:
-        """Run ``function(argument)`` in *token*'s loop, after what was posted.
-
-        From any thread.  Results of commands go this way, so that an
-        event posted before a result is sent before the response.
-        """
-        with self._post_lock:
-            if token is self._token and self._post(["call", function, argument]):
+            token = self._token
+            if token is None:
                 return
-        with contextlib.suppress(trio.RunFinishedError):
-            token.run_sync_soon(function, argument)
+            self._batch = None  # output written from now on comes after
+            try:
+                token.run_sync_soon(self._deliver, event, body)
+            except trio.RunFinishedError:
+                pass
 
     def _deliver(self, event: str, body: Any) -> None:
         sink = self._sink
@@ -211,47 +150,50 @@ class DapEndpoint:
         adapter, after everything posted before; from any thread, never
         blocks.  False if output no longer goes to the adapter.
 
-        Consecutive writes of the same category in one batch become one
-        ``output`` event.
+        Writes are batched: the first one after an event or a delivery
+        queues the delivery of a batch, the next ones join it, until it is
+        delivered or another event is posted.  Consecutive writes of the
+        same category become one ``output`` event.
         """
         with self._post_lock:
-            if not self._output_open:
+            token = self._token
+            if token is None or not self._output_open:
                 return False
-            batch = self._pending
-            if batch and batch[-1][0] == "output" and batch[-1][1] == category:
-                batch[-1][2].append(text)
-                if self._queue_delivery():
-                    return True
-            elif self._post(["output", category, [text]]):
-                return True
-            self._output_open = False
-            return False
+            batch = self._batch
+            if batch is None:
+                batch = []
+                try:
+                    token.run_sync_soon(self._deliver_output, batch)
+                except trio.RunFinishedError:
+                    self._output_open = False
+                    return False
+                self._batch = batch  # (only once its delivery is queued)
+            if batch and batch[-1][0] == category:
+                batch[-1].append(text)
+            else:
+                batch.append([category, text])
+            return True
 
     def close_output(self) -> None:
         """From now on, ``post_output`` refuses (what was posted is sent)."""
         with self._post_lock:
             self._output_open = False
+            self._batch = None
 
-    def _deliver_batch(self, batch: list[list[Any]]) -> None:
+    def _deliver_output(self, batch: list[list[str]]) -> None:
         with self._post_lock:
-            if self._pending is batch:
-                self._pending = None
-                self._delivery_queued = False
-        for kind, first, second in batch:
-            if kind == "event":
-                self._deliver(first, second)
-            elif kind == "call":
-                first(second)
-            else:
-                text = "".join(second)
-                for start in range(0, len(text), OUTPUT_EVENT_CHARS):
-                    self._deliver(
-                        "output",
-                        {
-                            "category": first,
-                            "output": text[start : start + OUTPUT_EVENT_CHARS],
-                        },
-                    )
+            if self._batch is batch:
+                self._batch = None
+        for category, *texts in batch:
+            text = "".join(texts)
+            for start in range(0, len(text), OUTPUT_EVENT_CHARS):
+                self._deliver(
+                    "output",
+                    {
+                        "category": category,
+                        "output": text[start : start + OUTPUT_EVENT_CHARS],
+                    },
+                )
 
     def pause_served(self) -> None:
         self._pause_sent_at = None
@@ -266,7 +208,6 @@ class DapEndpoint:
         if name == "threads":
             return {"threads": session.threads.listing(session.stopped_thread())}
         if name == "pause":
-            await self._left_stop_ended()
             self._pause()
             return {}
         if name == "resolveFunctionBreakpoints":
@@ -284,19 +225,6 @@ class DapEndpoint:
         if name == "completions" and not session.port.stopped:
             return session.completions_running(arguments)
         return await self._in_stopped_thread(name, arguments)
-
-    async def _left_stop_ended(self) -> None:
-        """Wait (bounded) until a stop whose adapter went away has ended.
-
-        A client that attaches right after another one left may ask to
-        pause before the program's thread has resumed from the stop the
-        first one left: taken for a pause of a stopped program, it would be
-        ignored, and the program would run on.  Cancelled, it stops waiting.
-        """
-        port = self.session.port
-        with trio.move_on_after(LEFT_STOP_WAIT):
-            while port.ending:  # noqa: ASYNC110 - it ends in the program's thread
-                await trio.sleep(0.01)
 
     def _pause(self) -> None:
         session = self.session
@@ -336,13 +264,13 @@ class DapEndpoint:
         return {"how": "none"}
 
     async def _configure(self, name: str, arguments: Mapping[str, Any]) -> Any:
-        result, deliver, done = _slot(self)
+        result, deliver, done = _slot()
         self.session.queue_configuration(Command(name, arguments, deliver))
         await done.wait()
         return result[0].unwrap()
 
     async def _in_stopped_thread(self, name: str, arguments: Mapping[str, Any]) -> Any:
-        result, deliver, done = _slot(self)
+        result, deliver, done = _slot()
         if not self.session.port.submit(Command(name, arguments, deliver)):
             raise NotStopped(f"{name}: the program is running (pause it first)")
         await done.wait()
@@ -367,17 +295,10 @@ def _pause_in_loop(session: DapSession) -> None:
     session.pause_soon()
 
 
-def _slot(
-    endpoint: DapEndpoint,
-) -> tuple[
+def _slot() -> tuple[
     list[outcome.Outcome[Any]], Callable[[outcome.Outcome[Any]], None], trio.Event
 ]:
-    """A result holder another thread fills, and the event it sets here.
-
-    The result comes through *endpoint*'s queue, after the events posted
-    before it (a ``stopped`` posted before a ``next`` is answered is sent
-    before the answer).
-    """
+    """A result holder another thread fills, and the event it sets here."""
     result: list[outcome.Outcome[Any]] = []
     done = trio.Event()
     token = trio.lowlevel.current_trio_token()
@@ -387,7 +308,10 @@ def _slot(
         done.set()
 
     def deliver(value: outcome.Outcome[Any]) -> None:
-        endpoint.post_call(token, set_result, value)
+        try:
+            token.run_sync_soon(set_result, value)
+        except trio.RunFinishedError:
+            pass
 
     return result, deliver, done
 
@@ -398,15 +322,9 @@ async def _send_events(
     """Send the queued events in order, until the queue is closed or the
     connection is lost."""
     async with receive:
-        async for first in receive:
-            # Whatever else is queued goes in the same write: each write is
-            # a syscall, and a GIL hand-over with a busy program.
-            batch = [first]
-            with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
-                while True:
-                    batch.append(receive.receive_nowait())
+        async for event, body in receive:
             try:
-                await channel.send_events(batch)
+                await channel.send_event(event, body)
             except IPCError:
                 return
 
@@ -716,25 +634,7 @@ def main() -> None:
     raw = os.environ.pop(ADAPTER_ENV, None)
     if raw is None:
         sys.exit("dapper-trio: this process must be started by 'dapper-trio dap'")
-    run_agent(json.loads(raw))
-
-
-def preload() -> None:
-    """Import what ``run_agent`` will (a spare debuggee, ``_spawn.fork_spare``).
-
-    This module and the tracing backend's; nothing is set up, as the launch
-    decides the working directory and the environment.
-    """
-    if sys.version_info >= (3, 12):
-        from . import _monitoring  # noqa: F401
-
-
-def run_agent(info: dict[str, Any]) -> NoReturn:
-    """Connect to the adapter of *info* and run the program it launches.
-
-    *info* is what the adapter put in ``ADAPTER_ENV`` (its address, the
-    token, the target).  Ends with SystemExit: the program's exit status.
-    """
+    info = json.loads(raw)
     endpoint = DapEndpoint()
     try:
         search = launched_search(Target.from_dict(info["target"]), os.getcwd())
@@ -873,13 +773,11 @@ class ListeningAgent:
         send, receive = trio.open_memory_channel[tuple[str, Any]](float("inf"))
         self.endpoint.bind(token, lambda *item: _queue(send, item))
         try:
-            # A client is there from now on: a stop (its pause may be served
-            # before the answer to "configure" is taken in here) is its to see.
-            session.attached = True
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_send_events, channel, receive)
                 try:
                     config = await channel.request("configure")
+                    session.attached = True
                     await self.endpoint.handle(
                         {"command": "configure", "arguments": config}
                     )
@@ -912,7 +810,7 @@ class ListeningAgent:
             session.port.connection_lost()
 
     async def _detach(self) -> None:
-        _, deliver, done = _slot(self.endpoint)
+        _, deliver, done = _slot()
         self.endpoint.session.queue_configuration(Command("detach", {}, deliver))
         with trio.move_on_after(5.0):
             await done.wait()

@@ -140,12 +140,6 @@ class StopPort:
             self.stopped = True
             self._opened_in = self._generation
 
-    @property
-    def ending(self) -> bool:
-        """Stopped for an adapter that is gone: the stop is about to end."""
-        with self._lock:
-            return self.stopped and self._generation != self._opened_in
-
     def submit(self, command: Command) -> bool:
         """Queue *command* if the program is stopped; False if it runs."""
         with self._lock:
@@ -248,13 +242,6 @@ class ThreadsInstrument(SessionInstrument):
     def after_run(self) -> None:
         super().after_run()
         self.session.threads.trio_finished()
-        self.session.endpoint.flush()
-
-    def before_io_wait(self, timeout: float) -> None:
-        # The loop is about to sleep: the agent thread can send the thread
-        # events now without taking the GIL from a running program.
-        if timeout > 0 and self.session.endpoint.waiting:
-            self.session.endpoint.flush()
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         super().task_spawned(task)
@@ -265,7 +252,7 @@ class ThreadsInstrument(SessionInstrument):
         number = _tasks.REGISTRY.id_of(task)
         if self.session.threads.remove(number):
             self.session.endpoint.post_event(
-                "thread", {"reason": "exited", "threadId": number}, urgent=False
+                "thread", {"reason": "exited", "threadId": number}
             )
 
 
@@ -442,9 +429,7 @@ class DapSession(DebugSession):
             return
         number = _tasks.REGISTRY.id_of(task)
         self.threads.add(number, task.name)
-        self.endpoint.post_event(
-            "thread", {"reason": "started", "threadId": number}, urgent=False
-        )
+        self.endpoint.post_event("thread", {"reason": "started", "threadId": number})
 
     # -- exceptions ------------------------------------------------------------
 
