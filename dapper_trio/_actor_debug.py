@@ -319,11 +319,12 @@ class _Service:
         name: str,
         path: tuple[str, ...],
         on_quit: Callable[[], object] | None = None,
+        gate: Callable[[], object] | None = None,
         guard: bool,
     ) -> None:
         pid = os.getpid()
         self.server = TreeLockServer(
-            root=ProcessInfo(name, pid, path, kind="root"), on_quit=on_quit
+            root=ProcessInfo(name, pid, path, kind="root"), on_quit=on_quit, gate=gate
         )
         self.server.start()
         client = TreeLockClient(
@@ -410,16 +411,22 @@ _inherited: TreeDebug | None = None
 
 
 def start_service(
-    *, name: str, path: tuple[str, ...], on_quit: Callable[[], object] | None
+    *,
+    name: str,
+    path: tuple[str, ...],
+    on_quit: Callable[[], object] | None,
+    gate: Callable[[], object] | None = None,
 ) -> TreeDebug:
     """Serve the terminal lock from this process (``dapper-trio run``'s program).
 
     Debug-mode actor nurseries opened here use it too; ``stop_service()``
-    ends it.  The process's REPLs keep their header's name.
+    ends it.  The process's REPLs keep their header's name.  Other
+    processes get the terminal only once *gate* has returned (see
+    ``TreeLockServer``).
     """
     global _service, _service_users
     assert _service is None, "this process serves a lock already"
-    _service = _Service(name=name, path=path, on_quit=on_quit, guard=False)
+    _service = _Service(name=name, path=path, on_quit=on_quit, gate=gate, guard=False)
     _service_users += 1
     _install_terminal(_service.tree, process_name=None)
     return _service.tree

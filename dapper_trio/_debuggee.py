@@ -58,6 +58,9 @@ class Agent:
     def __init__(self, address: Address, token: str) -> None:
         self.address = address
         self.token = token
+        # The agent thread and its connection live in this process only: a
+        # child made by os.fork() (a multiprocessing child, say) has neither.
+        self._pid = os.getpid()
         self._config: queue.Queue[dict[str, Any] | BaseException] = queue.Queue()
         # Set once the supervisor has taken the connection, or it failed.
         self._settled = threading.Event()
@@ -96,7 +99,15 @@ class Agent:
         until then the supervisor cannot yet ignore Ctrl-C or end the session
         cleanly when the terminal closes.  (Bounded by CONFIG_TIMEOUT; if
         the supervisor is gone, the agent stops the program meanwhile.)
+
+        In a child forked from the program it returns at once: no agent
+        thread runs there to settle anything.  Such a child's REPL waits
+        for the terminal instead, which the program's lock service grants
+        other processes only once this wait is over in the program
+        (``TreeLockServer``'s gate).
         """
+        if self._forked():
+            return
         self._settled.wait(CONFIG_TIMEOUT)
 
     def finish(self, status: int, *, quit: bool) -> None:
@@ -130,6 +141,9 @@ class Agent:
         self._thread.join(timeout=FINISH_TIMEOUT)
         if sock is not None:
             sock.close()
+
+    def _forked(self) -> bool:
+        return os.getpid() != self._pid
 
     # -- the agent thread ---------------------------------------------------
 

@@ -292,7 +292,11 @@ def open_session(session: DebugSession) -> Callable[[], None]:
         if main_thread.ident is not None:
             signal.pthread_kill(main_thread.ident, signal.SIGINT)
 
-    tree = start_service(name=ROOT_NAME, path=(ROOT_NAME,), on_quit=on_quit)
+    # The supervisor's wait (session.repl_gate) holds every process's first
+    # REPL, not only this one's: a child can be quicker than the supervisor.
+    tree = start_service(
+        name=ROOT_NAME, path=(ROOT_NAME,), on_quit=on_quit, gate=session.repl_gate
+    )
     export(tree, path=(ROOT_NAME,))
     return stop_service
 

@@ -386,7 +386,11 @@ class TreeLockServer:
     *output* pairs a pipe's read end with the terminal descriptor what it
     carries is written to (more can be attached later: ``attach_output``).
     *on_quit* is called, in the server's thread, when a process that is not
-    a child actor quits the debugger.
+    a child actor quits the debugger.  *gate*, if given, is called once (in
+    a thread of its own) before the first grant to another process, which
+    waits until it returns: ``dapper-trio run`` passes the wait for its
+    supervisor, so that no REPL anywhere in the tree opens before the
+    supervisor ignores Ctrl-C (see ``DebugSession.repl_gate``).
     """
 
     def __init__(
@@ -395,8 +399,11 @@ class TreeLockServer:
         root: ProcessInfo,
         output: Sequence[tuple[int, int]] = (),
         on_quit: Callable[[], object] | None = None,
+        gate: Callable[[], object] | None = None,
     ) -> None:
         self.token = new_token()
+        self._gate = gate
+        self._gate_waiting = False
         self.table = LockTable()
         self.table.join(0, name=root.name, pid=root.pid, path=root.path, kind="root")
         self._output: list[tuple[int, int]] = []
@@ -671,6 +678,17 @@ class TreeLockServer:
             self._drop(conn)
 
     def _grant(self, member: int) -> None:
+        if self._gate is not None and member != 0:
+            # Until the gate opens, the table's holder waits for its grant.
+            if not self._gate_waiting:
+                self._gate_waiting = True
+                threading.Thread(
+                    target=self._wait_at_gate,
+                    args=(self._gate,),
+                    name="dapper-trio tree lock gate",
+                    daemon=True,
+                ).start()
+            return
         # Before the REPL starts: what was held, then what the pipes hold
         # (written before the request, by the new holder too).
         self._flush_held()
@@ -683,6 +701,18 @@ class TreeLockServer:
             conn, {"op": "granted", "notices": self.table.take_notices()}
         ):
             self._drop(conn)
+
+    def _wait_at_gate(self, gate: Callable[[], object]) -> None:
+        try:
+            gate()
+        finally:
+            self._in_thread(self._open_gate)
+
+    def _open_gate(self) -> None:
+        self._gate = None
+        holder = self.table.holder
+        if not self._stopping and holder is not None and holder != 0:
+            self._grant(holder)
 
     def _notify_watchers(self) -> None:
         for conn in list(self._conns.values()):

@@ -118,6 +118,74 @@ def test_a_multiprocessing_child_s_crash_opens_a_post_mortem(
     assert term.exitstatus == 0
 
 
+_SLOW_SUPERVISOR = """\
+import os, sys, time
+
+SUPERVISOR = os.getpid()  # the debuggee is a fork of it: not slowed
+
+class SlowTrio:
+    def find_spec(self, name, path=None, target=None):
+        if name == "trio" and os.getpid() == SUPERVISOR:
+            sys.meta_path.remove(self)
+            time.sleep(3.0)
+            with open(os.environ["TRIO_IMPORTED"], "w"):
+                pass
+        return None
+
+sys.meta_path.insert(0, SlowTrio())
+"""
+
+_FORKS_AT_ONCE = """\
+import multiprocessing
+
+def divide():
+    numerator, denominator = 7, 0
+    return numerator / denominator
+
+if __name__ == "__main__":
+    child = multiprocessing.get_context("fork").Process(target=divide, name="divider")
+    child.start()
+    child.join()
+    print("divider exit code", child.exitcode, flush=True)
+    print("program done", flush=True)
+"""
+
+
+def test_a_child_forked_before_the_supervisor_serves_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """A child forked while the supervisor still starts: its REPL opens once
+    the supervisor serves, as the program's first REPL would; not before,
+    and not never.
+
+    The child inherits the program's wait for the supervisor, but not the
+    thread that ends it; the program's lock service holds the child's turn
+    at the terminal until the supervisor serves instead.
+    """
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(_SLOW_SUPERVISOR)
+    program = tmp_path / "forks_at_once.py"
+    program.write_text(_FORKS_AT_ONCE)
+    imported = tmp_path / "trio-imported"
+    env = terminal_env(PYTHONPATH=str(slow), TRIO_IMPORTED=str(imported))
+    with run_under_debugger(
+        str(program), mode="subprocess", options=["-c"], env=env, cwd=tmp_path
+    ) as term:
+        out = term.expect_prompt(timeout=20)
+        # The supervisor serves only after its (slowed) import of trio.
+        assert imported.exists()
+        why, process, _ = header(out)
+        assert why == "post-mortem of ZeroDivisionError: division by zero"
+        assert process == "root/divider"
+        assert term.cmd("p denominator, numerator").strip() == "(0, 7)"
+        term.sendline("c")
+        rest = term.expect_exit()
+    assert "divider exit code 1" in rest
+    assert "program done" in rest
+    assert term.exitstatus == 0
+
+
 def test_quit_in_a_subprocess_grandchild_stops_the_program(tmp_path: Path) -> None:
     """q in a process outside the actor runtime stops the whole program."""
     with join_app("leaf", "subprocess", tmp_path / "flag") as term:
