@@ -773,11 +773,13 @@ class ListeningAgent:
         send, receive = trio.open_memory_channel[tuple[str, Any]](float("inf"))
         self.endpoint.bind(token, lambda *item: _queue(send, item))
         try:
+            # A client is there from now on: a stop (its pause may be served
+            # before the answer to "configure" is taken in here) is its to see.
+            session.attached = True
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_send_events, channel, receive)
                 try:
                     config = await channel.request("configure")
-                    session.attached = True
                     await self.endpoint.handle(
                         {"command": "configure", "arguments": config}
                     )

@@ -23,6 +23,7 @@ import pytest
 import trio
 
 from dapper_trio._dap_wire import DapWriter, MessageFactory, read_messages
+from dapper_trio._ipc import Address, Channel, connect
 
 PROGRAMS = Path(__file__).parent / "dap_client" / "programs"
 LOOPS = str(PROGRAMS / "loops.py")
@@ -1077,3 +1078,58 @@ async def test_external_output_before_an_uncaught_exception_and_at_exit(
             text for category, text in program_output if category == "stdout"
         )
         await client.event("terminated")
+
+
+# -- attach: a pause that overtakes the program's configuration ----------------------
+
+
+async def test_a_pause_served_before_the_configuration_is_taken_in_stops() -> None:
+    """An attached client's pause may be served before the program has taken
+    in the answer to its "configure": the stop is still the client's to see.
+
+    Here the adapter's side of the connection is the test's own: it answers
+    "configure" only after its pause has been answered.  (A stop served while
+    the program thought nobody was attached went on at once, and the client
+    waited for a "stopped" that never came.)
+    """
+    process = await trio.lowlevel.open_process(
+        [sys.executable, LISTENER], stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        with trio.fail_after(WAIT):
+            announced = b""
+            while not announced.endswith(b"\n"):
+                announced += await process.stdout.receive_some(4096)
+        arguments = json.loads(announced.splitlines()[0])
+        stopped = trio.Event()
+        channels: list[Channel] = []
+
+        async def on_event(event: str, body: Any) -> None:
+            if event == "stopped":
+                stopped.set()
+
+        async def on_request(method: str, params: Any) -> Any:
+            assert method == "configure"
+            answer = await channels[0].request(
+                "dap", {"command": "pause", "arguments": {"threadId": 1}}
+            )
+            assert answer == {}
+            return {}
+
+        with trio.fail_after(WAIT):
+            async with connect(
+                Address.parse(arguments["address"]),
+                token=arguments["token"],
+                name="test adapter",
+                request_handler=on_request,
+                event_handler=on_event,
+            ) as channel:
+                channels.append(channel)
+                await stopped.wait()
+    finally:
+        with trio.CancelScope(shield=True):
+            process.kill()
+            await process.wait()
+            if process.stdout is not None:
+                await process.stdout.aclose()
