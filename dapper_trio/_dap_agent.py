@@ -86,6 +86,8 @@ from ._sockets import BoundSocket
 
 #: How long a launched debuggee waits for its configuration from the adapter.
 CONFIG_TIMEOUT = 60.0
+#: How long a pause waits for a stop left by a previous adapter to end.
+LEFT_STOP_WAIT = 5.0
 #: A pause request not served within this many seconds may be sent again.
 PAUSE_RETRY_SECONDS = 1.5
 
@@ -208,6 +210,7 @@ class DapEndpoint:
         if name == "threads":
             return {"threads": session.threads.listing(session.stopped_thread())}
         if name == "pause":
+            await self._left_stop_ended()
             self._pause()
             return {}
         if name == "resolveFunctionBreakpoints":
@@ -225,6 +228,19 @@ class DapEndpoint:
         if name == "completions" and not session.port.stopped:
             return session.completions_running(arguments)
         return await self._in_stopped_thread(name, arguments)
+
+    async def _left_stop_ended(self) -> None:
+        """Wait (bounded) until a stop whose adapter went away has ended.
+
+        A client that attaches right after another one left may ask to
+        pause before the program's thread has resumed from the stop the
+        first one left: taken for a pause of a stopped program, it would be
+        ignored, and the program would run on.  Cancelled, it stops waiting.
+        """
+        port = self.session.port
+        with trio.move_on_after(LEFT_STOP_WAIT):
+            while port.ending:  # noqa: ASYNC110 - it ends in the program's thread
+                await trio.sleep(0.01)
 
     def _pause(self) -> None:
         session = self.session

@@ -140,6 +140,12 @@ class StopPort:
             self.stopped = True
             self._opened_in = self._generation
 
+    @property
+    def ending(self) -> bool:
+        """Stopped for an adapter that is gone: the stop is about to end."""
+        with self._lock:
+            return self.stopped and self._generation != self._opened_in
+
     def submit(self, command: Command) -> bool:
         """Queue *command* if the program is stopped; False if it runs."""
         with self._lock:
