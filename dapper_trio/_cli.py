@@ -285,9 +285,25 @@ def _parse_listen(
 
 def _cmd_dap(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     listen = _parse_listen(parser, "dap", args)
+    spare = None
+    if listen is None:
+        # A spare debuggee for the client's launch, forked once trio and
+        # the modules the adapter and the debuggee share are imported, and
+        # before the server starts (see _spawn.fork_spare).  In the spare,
+        # this call runs the launched program and ends with SystemExit.
+        from . import _dap_backends  # noqa: F401
+        from ._spawn import fork_spare
+
+        spare = fork_spare(_preload_agent)
     from ._dap_server import run
 
-    return run(listen)
+    return run(listen, spare=spare)
+
+
+def _preload_agent() -> None:
+    from ._dap_agent import preload
+
+    preload()
 
 
 def _cmd_run(

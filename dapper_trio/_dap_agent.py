@@ -64,7 +64,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import outcome
 import trio
@@ -650,7 +650,25 @@ def main() -> None:
     raw = os.environ.pop(ADAPTER_ENV, None)
     if raw is None:
         sys.exit("dapper-trio: this process must be started by 'dapper-trio dap'")
-    info = json.loads(raw)
+    run_agent(json.loads(raw))
+
+
+def preload() -> None:
+    """Import what ``run_agent`` will (a spare debuggee, ``_spawn.fork_spare``).
+
+    This module and the tracing backend's; nothing is set up, as the launch
+    decides the working directory and the environment.
+    """
+    if sys.version_info >= (3, 12):
+        from . import _monitoring  # noqa: F401
+
+
+def run_agent(info: dict[str, Any]) -> NoReturn:
+    """Connect to the adapter of *info* and run the program it launches.
+
+    *info* is what the adapter put in ``ADAPTER_ENV`` (its address, the
+    token, the target).  Ends with SystemExit: the program's exit status.
+    """
     endpoint = DapEndpoint()
     try:
         search = launched_search(Target.from_dict(info["target"]), os.getcwd())

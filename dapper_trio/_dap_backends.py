@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import io
 import json
 import os
@@ -79,6 +80,7 @@ from ._ipc import (
     new_token,
     open_listener,
 )
+from ._spawn import ForkedProcess, SpareDebuggee, startup_variables
 
 #: Environment variable carrying the adapter's address and token (and the
 #: target) to a launched debuggee (``_dap_agent.main``).
@@ -182,10 +184,15 @@ class ExternalProcessBackend(_ChannelBackend):
 
     default_terminate = True
 
-    def __init__(self, host: BackendHost, launch: Launch) -> None:
+    def __init__(
+        self, host: BackendHost, launch: Launch, spare: SpareDebuggee | None = None
+    ) -> None:
         super().__init__(host)
         self.launch = launch
-        self.process: trio.Process | None = None
+        #: A process forked at the adapter's start-up to run this launch
+        #: (``_spawn.fork_spare``); it must fit the launch (``spare_fits``).
+        self.spare = spare
+        self.process: trio.Process | SpareProcess | None = None
         self.stopped = False
         self._disconnected = trio.Event()
 
@@ -204,34 +211,17 @@ class ExternalProcessBackend(_ChannelBackend):
                     env.pop(key, None)
                 else:
                     env[key] = value
-            env[ADAPTER_ENV] = json.dumps(
-                {
-                    "address": str(listener.address),
-                    "token": token,
-                    "target": launch.target,
-                }
-            )
-            flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
-            command = [
-                *launch.python,
-                *(flags if launch.default_python else []),
-                "-c",
-                "from dapper_trio._dap_agent import main; main()",
-            ]
-            try:
-                process = await trio.lowlevel.open_process(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    cwd=launch.cwd,
-                    env=env,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise RequestError(
-                    f"launch: cannot start {launch.python[0]!r}: {exc.strerror or exc}"
-                ) from None
+            info = {
+                "address": str(listener.address),
+                "token": token,
+                "target": launch.target,
+            }
+            process: trio.Process | SpareProcess
+            spared = await self._hand_to_spare(env, info)
+            if spared is not None:
+                process = spared
+            else:
+                process = await self._start_process(env, info)
             self.process = process
             try:
                 self.host.post(
@@ -270,6 +260,52 @@ class ExternalProcessBackend(_ChannelBackend):
         assert code is not None  # reaped above
         self.host.post("exited", {"exitCode": code if code >= 0 else 128 - code})
         self.host.post("terminated", {})
+
+    async def _hand_to_spare(
+        self, env: dict[str, str], info: dict[str, Any]
+    ) -> SpareProcess | None:
+        """Run the program in the spare debuggee, if there is one; else None."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        try:
+            forked, stdout, stderr = await trio.to_thread.run_sync(
+                functools.partial(
+                    spare.hand_over, cwd=self.launch.cwd, env=env, info=info
+                )
+            )
+        except OSError:
+            # It died (killed by someone): a fresh process will do.
+            spare.discard()
+            return None
+        return SpareProcess(forked, stdout, stderr)
+
+    async def _start_process(
+        self, env: dict[str, str], info: dict[str, Any]
+    ) -> trio.Process:
+        launch = self.launch
+        env = {**env, ADAPTER_ENV: json.dumps(info)}
+        flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+        command = [
+            *launch.python,
+            *(flags if launch.default_python else []),
+            "-c",
+            "from dapper_trio._dap_agent import main; main()",
+        ]
+        try:
+            return await trio.lowlevel.open_process(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=launch.cwd,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise RequestError(
+                f"launch: cannot start {launch.python[0]!r}: {exc.strerror or exc}"
+            ) from None
 
     async def _serve_debuggee(self, listener: Any) -> None:
         async with listener.accept(
@@ -322,7 +358,57 @@ class ExternalProcessBackend(_ChannelBackend):
             await self.exited.wait()
 
 
-async def _kill_and_reap(process: trio.Process) -> None:
+def spare_fits(launch: Launch) -> bool:
+    """Whether the spare debuggee can run *launch* as a fresh process would.
+
+    Not if it names another interpreter, or if its ``env`` sets a variable
+    read at the interpreter's start-up (``_spawn.startup_variables``).
+    """
+    return (
+        launch.default_python
+        and not launch.in_process
+        and not startup_variables(launch.env)
+    )
+
+
+class SpareProcess:
+    """What the backend uses of ``trio.Process``, for a handed-over spare."""
+
+    def __init__(self, process: ForkedProcess, stdout: int, stderr: int) -> None:
+        self._process = process
+        self.pid = process.pid
+        self.stdout = trio.lowlevel.FdStream(stdout)
+        self.stderr = trio.lowlevel.FdStream(stderr)
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status (negative: the signal), once it has exited."""
+        return self._process.poll()
+
+    async def wait(self) -> int:
+        """Wait for the process to exit (reaping it); its returncode.
+
+        Cancelled, it stops waiting; the process is not touched.
+        """
+        while (code := self._process.poll()) is None:
+            await _child_exited(self.pid)
+        return code
+
+
+async def _child_exited(pid: int) -> None:
+    """Return once child *pid* may have exited (a pidfd, or a short sleep)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        await trio.sleep(0.05)
+        return
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+
+
+async def _kill_and_reap(process: trio.Process | SpareProcess) -> None:
     """Kill *process*'s group if it still runs; reap it (bounded)."""
     if process.returncode is None:
         with contextlib.suppress(OSError):

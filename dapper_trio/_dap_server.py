@@ -75,6 +75,7 @@ from ._dap_backends import (
     ExternalProcessBackend,
     InProcessBackend,
     Launch,
+    spare_fits,
 )
 from ._dap_requests import Arguments, RequestError, json_type
 from ._dap_wire import (
@@ -86,6 +87,7 @@ from ._dap_wire import (
     read_messages,
 )
 from ._sockets import Address
+from ._spawn import SpareDebuggee
 
 logger = logging.getLogger("dapper_trio.dap")
 
@@ -396,8 +398,12 @@ def parse_attach(arguments: Arguments) -> tuple[Address, str]:
 class DapServer:
     """One DAP session: a client on a pair of streams, at most one program."""
 
-    def __init__(self, send_stream: trio.abc.SendStream) -> None:
+    def __init__(
+        self, send_stream: trio.abc.SendStream, *, spare: SpareDebuggee | None = None
+    ) -> None:
         self._writer = DapWriter(send_stream)
+        #: A process waiting to run a launched program (``_spawn.fork_spare``).
+        self._spare = spare
         self._factory = MessageFactory()
         self._in_flight: dict[int, trio.CancelScope] = {}
         self._config_lock = trio.Lock()
@@ -424,23 +430,38 @@ class DapServer:
 
         Returns when the session is over, the program ended or left.
         """
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._forward_events)
-            try:
-                async with contextlib.aclosing(
-                    read_messages(receive_stream)
-                ) as messages:
-                    async for message in messages:
-                        self._dispatch(message)
-            except DapProtocolError as exc:
-                logger.error("closing the session: %s", exc)  # noqa: TRY400 - the peer's fault, no traceback
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            # The client went away without disconnect: end (or leave) the program.
-            with trio.CancelScope(shield=True):
-                await self._end_program(terminate=None)
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._forward_events)
+                try:
+                    async with contextlib.aclosing(
+                        read_messages(receive_stream)
+                    ) as messages:
+                        async for message in messages:
+                            self._dispatch(message)
+                except DapProtocolError as exc:
+                    logger.error("closing the session: %s", exc)  # noqa: TRY400 - the peer's fault, no traceback
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                # The client went away without disconnect: end (or leave) the program.
+                with trio.CancelScope(shield=True):
+                    await self._end_program(terminate=None)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._discard_spare()
+
+    def _discard_spare(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.discard()
+
+    def _take_spare(self, launch: Launch) -> SpareDebuggee | None:
+        """The spare debuggee, if it can run *launch* (then it is used up)."""
+        if self._spare is None or not spare_fits(launch):
+            return None
+        spare, self._spare = self._spare, None
+        return spare
 
     def _dispatch(self, message: DapMessage | MalformedMessage) -> None:
         assert self._nursery is not None
@@ -549,7 +570,7 @@ class DapServer:
         if launch.in_process:
             backend = InProcessBackend(self, launch)
         else:
-            backend = ExternalProcessBackend(self, launch)
+            backend = ExternalProcessBackend(self, launch, self._take_spare(launch))
         await self._start(backend, launch)
 
     async def _on_attach(self, arguments: Arguments) -> None:
@@ -839,11 +860,14 @@ class DapServer:
 # -- entry points ----------------------------------------------------------------
 
 
-async def serve_stdio() -> None:
+async def serve_stdio(spare: SpareDebuggee | None = None) -> None:
     """Speak DAP on this process's stdin and stdout until the session ends.
 
     Anything else writing to file descriptor 1 (a stray ``print``, a C
     library) is sent to stderr instead, so it cannot corrupt the protocol.
+    *spare* runs the session's first launch that fits it, and is ended with
+    the session otherwise.  Cancelled, the session ends as if the client had
+    gone away (the program is ended).
     """
     dap_out = os.dup(1)
     os.dup2(2, 1)
@@ -851,7 +875,7 @@ async def serve_stdio() -> None:
     stdin = trio.lowlevel.FdStream(os.dup(0))
     stdout = trio.lowlevel.FdStream(dap_out)
     async with stdin, stdout:
-        await _serve_until_signalled(DapServer(stdout), stdin)
+        await _serve_until_signalled(DapServer(stdout, spare=spare), stdin)
 
 
 async def _serve_until_signalled(
@@ -884,11 +908,22 @@ async def serve_tcp(host: str, port: int, *, announce: Callable[[str], None]) ->
     await trio.serve_listeners(session, listeners)
 
 
-def run(listen: tuple[str, int] | None = None) -> int:
-    """``dapper-trio dap``: serve on stdio, or on TCP with *listen*."""
+def run(
+    listen: tuple[str, int] | None = None, *, spare: SpareDebuggee | None = None
+) -> int:
+    """``dapper-trio dap``: serve on stdio, or on TCP with *listen*.
+
+    *spare* (stdio only) is a process forked to run the first launch.
+    """
     if listen is None:
-        trio.run(serve_stdio)
+        try:
+            trio.run(serve_stdio, spare)
+        finally:
+            if spare is not None:
+                spare.discard()
         return 0
+    if spare is not None:
+        spare.discard()
     host, port = listen
 
     def announce(text: str) -> None:

@@ -34,7 +34,7 @@ from ._targets import SESSION_ENV as SESSION_ENV
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from typing import Any, Literal, NoReturn, Protocol
 
     class ChildProcess(Protocol):
@@ -268,3 +268,193 @@ def save_terminal() -> Callable[[], None]:
                 termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
     return restore
+
+
+# -- a spare debuggee for ``dapper-trio dap`` ----------------------------------------
+
+
+#: Variables a launch's ``env`` may not set (or unset) for the spare to serve
+#: it: the interpreter, ``site`` or the C library read them at start-up, so
+#: only a fresh interpreter honours them.
+STARTUP_ENV_PREFIXES = ("PYTHON", "LC_", "LD_")
+STARTUP_ENV_NAMES = frozenset({"LANG", "LANGUAGE", "TZ", "HOME"})
+
+
+def startup_variables(env: Mapping[str, object]) -> list[str]:
+    """The names in *env* that only a fresh interpreter would honour."""
+    return sorted(
+        name
+        for name in env
+        if name.startswith(STARTUP_ENV_PREFIXES) or name in STARTUP_ENV_NAMES
+    )
+
+
+def fork_spare(preload: Callable[[], object]) -> SpareDebuggee | None:
+    """Fork a spare debuggee: a process that waits for a launch to run.
+
+    ``dapper-trio dap`` calls this before its server starts (trio imported,
+    not running; no thread; nothing read from stdin), so that the program a
+    client launches later skips the interpreter's start-up and the imports:
+    the spare makes them (*preload*) while the adapter starts up beside it.
+    Returns None where that is not safe (another thread runs) or possible.
+
+    In the child this call does not return: once handed a launch (see
+    ``SpareDebuggee.hand_over``) it runs the program and raises SystemExit
+    with its status; if the adapter lets it go, it exits at once.  It is the
+    leader of a session of its own, with stdin from /dev/null and its file
+    descriptors 1 and 2 on pipes the adapter reads, as the child the adapter
+    would otherwise start.
+    """
+    if not hasattr(os, "fork") or not _one_thread():
+        return None
+    control_read, control_write = os.pipe()
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    try:
+        pid = _fork()
+    except OSError:
+        for fd in (control_read, control_write, out_read, out_write, err_read):
+            os.close(fd)
+        os.close(err_write)
+        return None
+    if pid == 0:
+        _be_spare(control_read, out_write, err_write, preload)
+    for fd in (control_read, out_write, err_write):
+        os.close(fd)
+    return SpareDebuggee(ForkedProcess(pid), control_write, out_read, err_read)
+
+
+class SpareDebuggee:
+    """The adapter's handle on a spare debuggee (see ``fork_spare``).
+
+    Either ``hand_over`` (once) or ``discard``; the file descriptors of its
+    output pipes are the caller's from ``hand_over`` on.
+    """
+
+    def __init__(
+        self, process: ForkedProcess, control: int, stdout: int, stderr: int
+    ) -> None:
+        self.process = process
+        self._control: int | None = control
+        self._outputs: tuple[int, int] | None = (stdout, stderr)
+        self._handed_over = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def hand_over(
+        self, *, cwd: str, env: Mapping[str, str], info: Mapping[str, Any]
+    ) -> tuple[ForkedProcess, int, int]:
+        """Start the launched program in the spare: it runs in *cwd* with *env*.
+
+        *info* is what a debuggee started by the adapter finds in its
+        environment (``_dap_agent.main``).  Returns the process and the read
+        ends of its stdout and stderr pipes.  OSError if the spare is gone
+        (then ``discard`` it and start a fresh process).
+        """
+        control, outputs = self._control, self._outputs
+        if control is None or outputs is None:
+            raise OSError("the spare debuggee was already used or discarded")
+        self._control = None
+        import json
+
+        data = json.dumps({"cwd": cwd, "env": dict(env), "info": dict(info)})
+        with open(control, "wb", closefd=True) as pipe:
+            pipe.write(data.encode())
+        self._outputs = None
+        self._handed_over = True
+        return self.process, outputs[0], outputs[1]
+
+    def discard(self) -> None:
+        """End the spare unless it runs a launched program; reap it.
+
+        Does nothing to a spare that was handed a launch: that process is
+        the caller's now.
+        """
+        if self._control is not None:
+            os.close(self._control)
+            self._control = None
+        if not self._handed_over:
+            # Idle (or still importing): nothing of anyone's is lost.
+            self.process.kill()
+            self.process.wait()
+        if self._outputs is not None:
+            for fd in self._outputs:
+                os.close(fd)
+            self._outputs = None
+
+
+def _be_spare(
+    control: int, stdout: int, stderr: int, preload: Callable[[], object]
+) -> NoReturn:
+    # In the forked child.  Until the program runs, any failure ends the
+    # child at once: it must never go on as a second adapter.
+    try:
+        os.setsid()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        import fcntl
+
+        # Out of the way of 0-2 (an adapter started with one of them closed).
+        control, stdout, stderr = (
+            fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+            for fd in (control, stdout, stderr)
+        )
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(stdout, 1)
+        os.dup2(stderr, 2)
+        # Nothing else of the adapter's (its client's pipes, the other ends
+        # of these) stays open here: the client would not see them close.
+        os.closerange(3, control)
+        os.closerange(control + 1, _max_fd())
+        preload()
+        chunks = []
+        while chunk := os.read(control, 65536):
+            chunks.append(chunk)
+        os.close(control)
+        if not chunks:
+            os._exit(0)  # let go: no launch came
+        import json
+
+        launch = json.loads(b"".join(chunks))
+        os.chdir(launch["cwd"])
+        os.environ.clear()
+        os.environ.update(launch["env"])
+        if os.environ.get("PYTHONUNBUFFERED"):
+            _unbuffer_std_streams()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        from ._dap_agent import run_agent
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            import traceback
+
+            traceback.print_exc()
+        os._exit(70)
+    run_agent(launch["info"])
+
+
+def _max_fd() -> int:
+    try:
+        return max(int(os.sysconf("SC_OPEN_MAX")), 256)
+    except (ValueError, OSError):
+        return 65536
+
+
+def _unbuffer_std_streams() -> None:
+    """Make sys.stdout and sys.stderr what ``python -u`` would have made."""
+    import io
+
+    for name in ("stdout", "stderr"):
+        old = getattr(sys, name)
+        if old is None:
+            continue
+        fd = 1 if name == "stdout" else 2
+        new = io.TextIOWrapper(
+            io.FileIO(fd, "w", closefd=False),
+            encoding=old.encoding,
+            errors=old.errors,
+            write_through=True,
+        )
+        setattr(sys, name, new)
+        setattr(sys, f"__{name}__", new)

@@ -887,6 +887,15 @@ async def test_host_names_another_address_with_a_warning() -> None:
 TREE_ENV = str(PROGRAMS / "tree_env.py")
 
 
+def stdout_of(client: Client) -> str:
+    """The program's stdout so far, from the output events."""
+    return "".join(
+        m["body"]["output"]
+        for m in client.messages
+        if m.get("event") == "output" and m["body"]["category"] == "stdout"
+    )
+
+
 def tree_seen(output: str) -> dict[str, str]:
     """What tree_env.py printed it saw of a tree session."""
     lines = [line for line in output.splitlines() if line.startswith("tree: ")]
@@ -902,12 +911,7 @@ async def test_a_launched_program_is_in_no_tree_session(in_process: bool) -> Non
         await client.launch(TREE_ENV, inProcess=in_process)
         exited = await client.event("exited")
         assert exited["body"]["exitCode"] == 0
-        output = "".join(
-            m["body"]["output"]
-            for m in client.messages
-            if m.get("event") == "output" and m["body"]["category"] == "stdout"
-        )
-        assert tree_seen(output) == {}
+        assert tree_seen(stdout_of(client)) == {}
         await disconnect(client)
 
 
@@ -1078,6 +1082,158 @@ async def test_external_output_before_an_uncaught_exception_and_at_exit(
             text for category, text in program_output if category == "stdout"
         )
         await client.event("terminated")
+
+
+# -- the spare debuggee: a launch that fits runs in a process forked at start-up -----
+
+PROCESS_ENV = str(PROGRAMS / "process_env.py")
+
+
+def children_of(pid: int) -> list[int]:
+    """The live child processes of *pid* (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().decode(errors="replace").rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of process *pid* (Z: a zombie); None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().decode(errors="replace").rpartition(")")[2].split()
+    except OSError:
+        return None
+    return fields[0]
+
+
+async def launched_process(client: Client, **arguments: Any) -> dict[str, Any]:
+    """Launch process_env.py; what it printed, checked against the adapter's events."""
+    await client.launch(PROCESS_ENV, **arguments)
+    exited = await client.event("exited")
+    assert exited["body"]["exitCode"] == 0
+    output = stdout_of(client)
+    assert "straight to fd 1" in output  # its file descriptor 1 is forwarded too
+    lines = [line for line in output.splitlines() if line.startswith("process: ")]
+    assert len(lines) == 1, output
+    seen: dict[str, Any] = json.loads(lines[0][len("process: ") :])
+    process_event = await client.event("process")
+    assert process_event["body"]["systemProcessId"] == seen["pid"]
+    assert seen["ppid"] == client.process.pid
+    # Nothing of the client's pipes to the adapter is open in the program.
+    adapter_pipes = set()
+    for stream in (client.process.stdin, client.process.stdout):
+        assert isinstance(stream, trio.lowlevel.FdStream)
+        adapter_pipes.add(f"pipe:[{os.fstat(stream.fileno()).st_ino}]")
+    assert not adapter_pipes & set(seen["fds"].values()), seen["fds"]
+    await disconnect(client)
+    return seen
+
+
+def ran_in_the_spare(seen: dict[str, Any]) -> bool:
+    """Whether the program ran in the spare: it has the adapter's command line."""
+    orig_argv: list[str] = seen["orig_argv"]
+    if orig_argv[-2:] == ["-c", "from dapper_trio._dap_agent import main; main()"]:
+        return False
+    assert orig_argv[-3:] == ["-m", "dapper_trio", "dap"], orig_argv
+    return True
+
+
+def fd_kinds(fds: dict[str, str]) -> list[str]:
+    """What a program's file descriptors point at, without inode numbers."""
+    return sorted(target.partition(":[")[0] for target in fds.values())
+
+
+@pytest.mark.parametrize(
+    ("arguments", "in_spare"),
+    [
+        ({}, True),
+        ({"env": {"PROCESS_ENV_MARK": "set"}}, True),
+        ({"python": sys.executable}, False),
+        ({"env": {"PYTHONWARNINGS": "ignore"}}, False),
+        ({"env": {"LANG": None}}, False),
+    ],
+    ids=["plain", "env", "python given", "PYTHON* variable", "LANG unset"],
+)
+async def test_a_launch_runs_in_the_spare_when_it_fits(
+    arguments: dict[str, Any], in_spare: bool
+) -> None:
+    """The spare runs a launch with the adapter's interpreter and start-up variables.
+
+    Naming an interpreter, or setting (or unsetting) a variable the
+    interpreter reads at start-up, gets a fresh interpreter instead.
+    """
+    async with open_adapter() as client:
+        seen = await launched_process(client, **arguments)
+    assert ran_in_the_spare(seen) is in_spare
+
+
+async def test_a_program_in_the_spare_sees_what_it_would_in_a_fresh_interpreter(
+    tmp_path: Path,
+) -> None:
+    """Same working directory, argv, sys.path[0], environment, signals, stdio."""
+    arguments = {"cwd": str(tmp_path), "args": ["a b", "c"]}
+    env = {"PROCESS_ENV_MARK": "set"}
+    async with open_adapter() as client:
+        spare = await launched_process(client, env=env, **arguments)
+    async with open_adapter() as client:
+        fresh = await launched_process(
+            client, env=env, python=sys.executable, **arguments
+        )
+    assert ran_in_the_spare(spare)
+    assert not ran_in_the_spare(fresh)
+    assert spare["cwd"] == str(tmp_path)
+    assert spare["argv"] == [PROCESS_ENV, "a b", "c"]
+    assert spare["env"] == {
+        "PROCESS_ENV_MARK": "set",
+        "PYTHONUNBUFFERED": "1",
+        "DAPPER_TRIO_DAP_ADAPTER": None,
+    }
+    assert spare["session leader"]
+    assert spare["stdin is /dev/null"]
+    assert spare["stdout unbuffered"]
+    assert spare["stderr unbuffered"]
+    assert fd_kinds(spare["fds"]) == fd_kinds(fresh["fds"])
+    for name in ("pid", "ppid", "orig_argv", "fds"):
+        del spare[name], fresh[name]
+    assert spare == fresh
+
+
+async def test_the_spare_ends_with_a_session_that_launched_nothing() -> None:
+    """initialize, disconnect: the adapter ends its spare and reaps it."""
+    async with open_adapter() as client:
+        await client.request("initialize", {"adapterID": "dapper-trio"})
+        with trio.fail_after(WAIT):
+            while not (spares := children_of(client.process.pid)):
+                await trio.sleep(0.02)
+        [spare] = spares
+        assert os.getsid(spare) == spare  # its own session, as a launched one
+        await disconnect(client)
+        assert client.process.returncode == 0
+        with pytest.raises(ProcessLookupError):
+            os.kill(spare, 0)  # reaped by the adapter before it exited
+
+
+async def test_the_spare_ends_by_itself_when_the_adapter_is_killed() -> None:
+    """An adapter killed with SIGKILL leaves no spare behind: it sees its pipe close."""
+    async with open_adapter() as client:
+        await client.request("initialize", {"adapterID": "dapper-trio"})
+        [spare] = children_of(client.process.pid)
+        client.process.kill()
+        with trio.fail_after(WAIT):
+            await client.process.wait()
+            while (state := process_state(spare)) not in (None, "Z"):
+                await trio.sleep(0.05)
+        # Gone and reaped (None), or exited and left to its new parent (Z).
+        assert state in (None, "Z")
 
 
 # -- attach: a pause that overtakes the program's configuration ----------------------

@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from dapper_trio._spawn import ForkedProcess
+from dapper_trio._spawn import ForkedProcess, startup_variables
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -113,6 +113,19 @@ def test_forked_child_releases_the_socket_and_leaves_its_file() -> None:
     ]
 
 
+def run_script(code: str, *args: str) -> list[str]:
+    """Run *code* in a fresh python (it may fork); the lines it printed."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
 START_SCRIPT = """
 import sys, threading
 from dapper_trio._spawn import start_debuggee
@@ -135,12 +148,78 @@ def test_fork_only_while_the_process_has_one_thread(
 ) -> None:
     """start_debuggee(fork=True) forks only a single-threaded process; with
     another thread running, it executes a fresh interpreter instead."""
-    done = subprocess.run(
-        [sys.executable, "-c", START_SCRIPT, threads],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [expected]
+    assert run_script(START_SCRIPT, threads) == [expected]
+
+
+# -- the spare debuggee of ``dapper-trio dap`` ----------------------------------------
+
+SPARE_SCRIPT = """
+import os, signal, sys, threading
+from dapper_trio._spawn import fork_spare
+
+case = sys.argv[1]
+stop = threading.Event()
+if case == "thread":
+    threading.Thread(target=stop.wait).start()
+spare = fork_spare(lambda: print("preloaded in", os.getpid() != parent, flush=True))
+parent = os.getpid()
+if spare is None:
+    print("no spare")
+elif case == "discard":
+    spare.discard()
+    print("reaped", spare.process.returncode == -signal.SIGKILL)
+    spare.discard()  # again: nothing more to do
+    print("twice", spare.process.returncode == -signal.SIGKILL)
+elif case == "dead":
+    os.kill(spare.pid, signal.SIGKILL)
+    spare.process.wait()
+    try:
+        spare.hand_over(cwd="/", env={}, info={})
+    except OSError as exc:
+        print("hand_over:", type(exc).__name__)
+    spare.discard()
+    print("reaped", spare.process.returncode == -signal.SIGKILL)
+stop.set()
+"""
+
+
+def run_spare_script(case: str) -> list[str]:
+    return run_script(SPARE_SCRIPT, case)
+
+
+def test_an_unused_spare_is_ended_and_reaped() -> None:
+    """discard() kills the idle spare and reaps it; twice is harmless."""
+    lines = run_spare_script("discard")
+    assert lines[-2:] == ["reaped True", "twice True"]
+
+
+def test_handing_over_to_a_dead_spare_fails_cleanly() -> None:
+    """A spare that died: hand_over raises OSError (a fresh process will do)."""
+    lines = run_spare_script("dead")
+    assert lines[-2:] == ["hand_over: BrokenPipeError", "reaped True"]
+
+
+def test_no_spare_while_another_thread_runs() -> None:
+    """fork_spare forks only a single-threaded process."""
+    assert run_spare_script("thread") == ["no spare"]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"MY_SETTING": "1", "PATH": "/bin"}, []),
+        (
+            {"PYTHONPATH": "x", "LC_ALL": "C", "LANG": None},
+            ["LANG", "LC_ALL", "PYTHONPATH"],
+        ),
+        (
+            {"HOME": "/tmp", "TZ": "UTC", "LD_PRELOAD": "x"},
+            ["HOME", "LD_PRELOAD", "TZ"],
+        ),
+    ],
+)
+def test_startup_variables_need_a_fresh_interpreter(
+    env: dict[str, str | None], expected: list[str]
+) -> None:
+    """Variables read at the interpreter's start-up, set or unset, are named."""
+    assert startup_variables(env) == expected
