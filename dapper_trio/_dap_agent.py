@@ -110,14 +110,21 @@ class DapEndpoint:
         self._token: trio.lowlevel.TrioToken | None = None
         self._sink: Sink | None = None
         self._pause_sent_at: float | None = None
-        # Posting happens under this lock, so that the loop's queue
-        # (run_sync_soon's, first in first out) has events and program
-        # output in the order they were posted.
-        # (Reentrant: a signal handler may print while the main thread
-        # holds it.)
+        # Everything posted for the loop -- events, program output, results
+        # of commands -- joins one list, delivered by one run_sync_soon: the
+        # first post after a delivery queues the next delivery, later ones
+        # join it.  One wake-up of the agent thread per batch matters: each
+        # wake-up makes that thread take the GIL from a busy program (and
+        # each run_sync_soon is a syscall in the posting thread), and a
+        # program starting 30 tasks posted 30 thread events, which cost it
+        # tenths of a second (see docs/internals.md).  The list keeps the
+        # order things were posted in.  Posting happens under this lock
+        # (reentrant: a signal handler may print while the main thread
+        # holds it).
         self._post_lock = threading.RLock()
         self._output_open = False
-        self._batch: list[list[str]] | None = None
+        self._pending: list[list[Any]] | None = None
+        self._delivery_queued = False
 
     def bind(self, token: trio.lowlevel.TrioToken, sink: Sink) -> None:
         with self._post_lock:
@@ -128,19 +135,66 @@ class DapEndpoint:
         with self._post_lock:
             self._token = self._sink = None
             self._output_open = False
-            self._batch = None
+            self._pending = None
+            self._delivery_queued = False
 
-    def post_event(self, event: str, body: Any) -> None:
-        """Queue an event for the adapter; from any thread, never blocks."""
+    def _post(self, item: list[Any], *, urgent: bool = True) -> bool:
+        """Add *item* to the pending batch (the lock held); False if unbound."""
+        if self._token is None:
+            return False
+        if self._pending is None:
+            self._pending = []
+        self._pending.append(item)
+        return self._queue_delivery() if urgent else True
+
+    def _queue_delivery(self) -> bool:
+        """Have the loop deliver the pending batch (the lock held)."""
+        token, batch = self._token, self._pending
+        if self._delivery_queued or token is None or batch is None:
+            return token is not None
+        try:
+            token.run_sync_soon(self._deliver_batch, batch)
+        except trio.RunFinishedError:
+            return False
+        self._delivery_queued = True
+        return True
+
+    def post_event(self, event: str, body: Any, *, urgent: bool = True) -> None:
+        """Queue an event for the adapter; from any thread, never blocks.
+
+        A non-*urgent* event (a thread started or exited) waits, in its
+        place, for the next urgent post or ``flush``: waking the agent
+        thread while the program runs costs the program (see above).
+        """
         with self._post_lock:
-            token = self._token
-            if token is None:
+            self._post(["event", event, body], urgent=urgent)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether non-urgent posts wait for a ``flush`` (a hint, unlocked)."""
+        return self._pending is not None and not self._delivery_queued
+
+    def flush(self) -> None:
+        """Deliver what non-urgent posts left waiting; from any thread."""
+        with self._post_lock:
+            self._queue_delivery()
+
+    def post_call(
+        self,
+        token: trio.lowlevel.TrioToken,
+        function: Callable[[Any], object],
+        argument: Any,
+    ) -> None:
+        """Run ``function(argument)`` in *token*'s loop, after what was posted.
+
+        From any thread.  Results of commands go this way, so that an
+        event posted before a result is sent before the response.
+        """
+        with self._post_lock:
+            if token is self._token and self._post(["call", function, argument]):
                 return
-            self._batch = None  # output written from now on comes after
-            try:
-                token.run_sync_soon(self._deliver, event, body)
-            except trio.RunFinishedError:
-                pass
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(function, argument)
 
     def _deliver(self, event: str, body: Any) -> None:
         sink = self._sink
@@ -152,50 +206,47 @@ class DapEndpoint:
         adapter, after everything posted before; from any thread, never
         blocks.  False if output no longer goes to the adapter.
 
-        Writes are batched: the first one after an event or a delivery
-        queues the delivery of a batch, the next ones join it, until it is
-        delivered or another event is posted.  Consecutive writes of the
-        same category become one ``output`` event.
+        Consecutive writes of the same category in one batch become one
+        ``output`` event.
         """
         with self._post_lock:
-            token = self._token
-            if token is None or not self._output_open:
+            if not self._output_open:
                 return False
-            batch = self._batch
-            if batch is None:
-                batch = []
-                try:
-                    token.run_sync_soon(self._deliver_output, batch)
-                except trio.RunFinishedError:
-                    self._output_open = False
-                    return False
-                self._batch = batch  # (only once its delivery is queued)
-            if batch and batch[-1][0] == category:
-                batch[-1].append(text)
-            else:
-                batch.append([category, text])
-            return True
+            batch = self._pending
+            if batch and batch[-1][0] == "output" and batch[-1][1] == category:
+                batch[-1][2].append(text)
+                if self._queue_delivery():
+                    return True
+            elif self._post(["output", category, [text]]):
+                return True
+            self._output_open = False
+            return False
 
     def close_output(self) -> None:
         """From now on, ``post_output`` refuses (what was posted is sent)."""
         with self._post_lock:
             self._output_open = False
-            self._batch = None
 
-    def _deliver_output(self, batch: list[list[str]]) -> None:
+    def _deliver_batch(self, batch: list[list[Any]]) -> None:
         with self._post_lock:
-            if self._batch is batch:
-                self._batch = None
-        for category, *texts in batch:
-            text = "".join(texts)
-            for start in range(0, len(text), OUTPUT_EVENT_CHARS):
-                self._deliver(
-                    "output",
-                    {
-                        "category": category,
-                        "output": text[start : start + OUTPUT_EVENT_CHARS],
-                    },
-                )
+            if self._pending is batch:
+                self._pending = None
+                self._delivery_queued = False
+        for kind, first, second in batch:
+            if kind == "event":
+                self._deliver(first, second)
+            elif kind == "call":
+                first(second)
+            else:
+                text = "".join(second)
+                for start in range(0, len(text), OUTPUT_EVENT_CHARS):
+                    self._deliver(
+                        "output",
+                        {
+                            "category": first,
+                            "output": text[start : start + OUTPUT_EVENT_CHARS],
+                        },
+                    )
 
     def pause_served(self) -> None:
         self._pause_sent_at = None
@@ -280,13 +331,13 @@ class DapEndpoint:
         return {"how": "none"}
 
     async def _configure(self, name: str, arguments: Mapping[str, Any]) -> Any:
-        result, deliver, done = _slot()
+        result, deliver, done = _slot(self)
         self.session.queue_configuration(Command(name, arguments, deliver))
         await done.wait()
         return result[0].unwrap()
 
     async def _in_stopped_thread(self, name: str, arguments: Mapping[str, Any]) -> Any:
-        result, deliver, done = _slot()
+        result, deliver, done = _slot(self)
         if not self.session.port.submit(Command(name, arguments, deliver)):
             raise NotStopped(f"{name}: the program is running (pause it first)")
         await done.wait()
@@ -311,10 +362,17 @@ def _pause_in_loop(session: DapSession) -> None:
     session.pause_soon()
 
 
-def _slot() -> tuple[
+def _slot(
+    endpoint: DapEndpoint,
+) -> tuple[
     list[outcome.Outcome[Any]], Callable[[outcome.Outcome[Any]], None], trio.Event
 ]:
-    """A result holder another thread fills, and the event it sets here."""
+    """A result holder another thread fills, and the event it sets here.
+
+    The result comes through *endpoint*'s queue, after the events posted
+    before it (a ``stopped`` posted before a ``next`` is answered is sent
+    before the answer).
+    """
     result: list[outcome.Outcome[Any]] = []
     done = trio.Event()
     token = trio.lowlevel.current_trio_token()
@@ -324,10 +382,7 @@ def _slot() -> tuple[
         done.set()
 
     def deliver(value: outcome.Outcome[Any]) -> None:
-        try:
-            token.run_sync_soon(set_result, value)
-        except trio.RunFinishedError:
-            pass
+        endpoint.post_call(token, set_result, value)
 
     return result, deliver, done
 
@@ -338,9 +393,15 @@ async def _send_events(
     """Send the queued events in order, until the queue is closed or the
     connection is lost."""
     async with receive:
-        async for event, body in receive:
+        async for first in receive:
+            # Whatever else is queued goes in the same write: each write is
+            # a syscall, and a GIL hand-over with a busy program.
+            batch = [first]
+            with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
+                while True:
+                    batch.append(receive.receive_nowait())
             try:
-                await channel.send_event(event, body)
+                await channel.send_events(batch)
             except IPCError:
                 return
 
@@ -846,7 +907,7 @@ class ListeningAgent:
             session.port.connection_lost()
 
     async def _detach(self) -> None:
-        _, deliver, done = _slot()
+        _, deliver, done = _slot(self.endpoint)
         self.endpoint.session.queue_configuration(Command("detach", {}, deliver))
         with trio.move_on_after(5.0):
             await done.wait()

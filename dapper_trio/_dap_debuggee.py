@@ -248,6 +248,13 @@ class ThreadsInstrument(SessionInstrument):
     def after_run(self) -> None:
         super().after_run()
         self.session.threads.trio_finished()
+        self.session.endpoint.flush()
+
+    def before_io_wait(self, timeout: float) -> None:
+        # The loop is about to sleep: the agent thread can send the thread
+        # events now without taking the GIL from a running program.
+        if timeout > 0 and self.session.endpoint.waiting:
+            self.session.endpoint.flush()
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         super().task_spawned(task)
@@ -258,7 +265,7 @@ class ThreadsInstrument(SessionInstrument):
         number = _tasks.REGISTRY.id_of(task)
         if self.session.threads.remove(number):
             self.session.endpoint.post_event(
-                "thread", {"reason": "exited", "threadId": number}
+                "thread", {"reason": "exited", "threadId": number}, urgent=False
             )
 
 
@@ -435,7 +442,9 @@ class DapSession(DebugSession):
             return
         number = _tasks.REGISTRY.id_of(task)
         self.threads.add(number, task.name)
-        self.endpoint.post_event("thread", {"reason": "started", "threadId": number})
+        self.endpoint.post_event(
+            "thread", {"reason": "started", "threadId": number}, urgent=False
+        )
 
     # -- exceptions ------------------------------------------------------------
 

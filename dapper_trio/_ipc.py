@@ -101,7 +101,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from inspect import isawaitable
@@ -462,6 +462,28 @@ class Channel:
             {"event": event, "body": body},
             max_frame_size=self._max_frame_size,
         )
+        await trio.lowlevel.checkpoint_if_cancelled()
+        await self._send(data, schedule=True)
+
+    async def send_events(self, events: Sequence[tuple[str, Any]]) -> None:
+        """Send several one-way events, in order, with one write if it fits.
+
+        As ``send_event`` for each; an event whose body cannot be sent
+        raises ``LocalProtocolError`` before anything is sent.  Cancellation
+        as ``send_event``'s.
+        """
+        if self._close_reason is not None:
+            raise self._lost()
+        data = b"".join(
+            encode_frame(
+                _EVENT,
+                {"event": event, "body": body},
+                max_frame_size=self._max_frame_size,
+            )
+            for event, body in events
+        )
+        if not data:
+            return
         await trio.lowlevel.checkpoint_if_cancelled()
         await self._send(data, schedule=True)
 

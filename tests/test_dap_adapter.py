@@ -432,6 +432,47 @@ async def test_thread_events_for_trio_tasks() -> None:
         await disconnect(client)
 
 
+BUSY_TASKS = str(PROGRAMS / "busy_tasks.py")
+
+
+async def test_thread_events_of_a_busy_program_do_not_wake_the_agent() -> None:
+    """Thread events wait while the program runs: the agent thread sleeps.
+
+    Woken for them, it would fight the busy program for the GIL; they are
+    sent when the program idles, stops or ends (here: at its end, in order).
+    """
+    async with open_adapter() as client:
+        await client.launch(BUSY_TASKS)
+        await client.event("terminated")
+        output = stdout_of(client)
+        [line] = [line for line in output.splitlines() if "agent" in line]
+        woke = int(line.split()[2])
+        assert woke < 20, line  # 0 here; ~200 if sent as they come, in batches
+        threads = [
+            (m["body"]["reason"], m["body"]["threadId"])
+            for m in client.messages
+            if m.get("event") == "thread"
+        ]
+        started = [number for reason, number in threads if reason == "started"]
+        exited = [number for reason, number in threads if reason == "exited"]
+        assert len(started) == 31
+        assert sorted(exited) == sorted(started)
+        assert threads.index(("exited", 1)) == len(threads) - 1
+        await disconnect(client)
+
+
+async def test_thread_events_are_sent_while_the_program_idles() -> None:
+    """A program idle in trio.sleep gets its thread events sent at once."""
+    async with open_adapter() as client:
+        await client.launch(IDLE)
+        started = await client.wait_for(
+            lambda m: m.get("event") == "thread" and m["body"]["reason"] == "started"
+        )
+        assert started["body"]["threadId"] == 1
+        assert not any(m.get("event") == "exited" for m in client.messages)
+        await disconnect(client)
+
+
 async def test_listen_serves_a_client_on_loopback_tcp() -> None:
     """--listen 0 announces its port; a TCP client gets a working session."""
     process = await trio.lowlevel.open_process(

@@ -307,6 +307,26 @@ async def test_events_arrive_in_order(token: str, transport: Transport) -> None:
     assert at_client == [("tock", {"n": n}) for n in range(200)]
 
 
+async def test_send_events_sends_a_batch_in_order(token: str) -> None:
+    """send_events: every event of the batch arrives, in order; none is nothing."""
+    received: list[Any] = []
+
+    async def events(event: str, body: Any) -> None:
+        received.append((event, body))
+
+    batch = [("a", 1), ("b", {"x": [2]}), ("c", None)] * 50
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serving(token, event_handler=events) as (listener, _),
+            connect(listener.address, token=token, name="client") as client,
+        ):
+            await client.send_events([])
+            await client.send_events(batch)
+            await client.send_event("after")
+            await client.request("echo")  # dispatched after the events
+    assert received == [*batch, ("after", None)]
+
+
 async def test_events_without_handler_are_dropped(token: str) -> None:
     """With no event handler, events are dropped and the channel carries on."""
     with trio.fail_after(TIMEOUT):
