@@ -34,11 +34,16 @@ A launched program's ``sys.stdout`` and ``sys.stderr`` are
 ``ForwardedStream`` objects: a write queues the text with ``post_output``
 (never waiting for the network), and the agent sends it as an ``output`` event in
 its place among the other events -- two pipes read side by side would not
-keep the order of stdout and stderr.  Writes between two deliveries are one
-batch, one ``run_sync_soon``; the agent sends what is queued before it
-closes the connection at the end of the program, and from then on (or once
-the adapter is lost) the streams write to the real file descriptors, whose
-pipes the adapter still reads.
+keep the order of stdout and stderr.  Everything posted between two
+deliveries -- events, output, the results of commands (``post_call``) -- is
+one batch, in the order posted: one ``run_sync_soon``, and the agent sends
+what is queued in one write.  ``thread`` events are not urgent: they wait in
+the batch for the next urgent post, for the program's loop to go idle or for
+its end (``flush``), because waking the agent thread while the program runs
+makes the two fight for the GIL, at the program's expense.  The agent sends
+what is queued before it closes the connection at the end of the program,
+and from then on (or once the adapter is lost) the streams write to the
+real file descriptors, whose pipes the adapter still reads.
 
 A launched program quits when its adapter goes away.  An attached one
 forgets the client's breakpoints and exception filters, goes on if it was
