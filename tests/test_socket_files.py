@@ -146,15 +146,26 @@ async def test_dap_adapter_killed_after_its_debuggee_connected(
     assert await left_behind(runtime_dir) == []
 
 
+@pytest.mark.parametrize("debuggee", ["fresh", "spare"])
 async def test_dap_adapter_terminated_before_its_debuggee_connects(
-    program: str, runtime_dir: trio.Path
+    program: str, runtime_dir: trio.Path, debuggee: str
 ) -> None:
-    """SIGTERM of ``dapper-trio dap`` while its debuggee starts: the file goes."""
+    """SIGTERM of ``dapper-trio dap`` while its debuggee starts: the file goes.
+
+    A fresh interpreter (the launch names one, so the adapter's spare does
+    not fit it) takes long enough to start for the signal to come while the
+    file exists.  The spare connects within milliseconds: the signal comes
+    as soon as the launch is sent, before or after the file was made.
+    """
+    launch = {"program": program}
+    if debuggee == "fresh":
+        launch["python"] = sys.executable
     with trio.fail_after(TIMEOUT):
         async with open_adapter() as client:
             await client.request("initialize", {"adapterID": "dapper-trio"})
-            await client.send("launch", {"program": program})
-            await wait_for_socket_file(runtime_dir)
+            await client.send("launch", launch)
+            if debuggee == "fresh":
+                await wait_for_socket_file(runtime_dir)
             client.process.send_signal(signal.SIGTERM)
             await client.process.wait()
     assert await left_behind(runtime_dir) == []
