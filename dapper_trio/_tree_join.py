@@ -49,9 +49,15 @@ not the terminal (a ``multiprocessing`` child's ``/dev/null``, an actor
 tree's output pipes).  A process made by ``os.fork()`` is a process of its
 own in the tree (``fork``, until ``multiprocessing`` names it).
 
+A child started with an environment of its own would lose the session:
+``subprocess.Popen`` (patched in the program's process by ``export`` and in
+every descendant by the hook, once ``subprocess`` is imported) adds the
+session's variables to such an environment (``carry_session``).
+
 Known holes.  ``python -E`` and ``-I`` ignore the environment, ``-S`` skips
-``sitecustomize`` (``breakpoint()`` still joins), and a program that passes
-its children an environment of its own cuts them off: they debug alone.
+``sitecustomize`` (``breakpoint()`` still joins), and a child given an
+environment of its own by ``os.execve`` or ``os.posix_spawn`` rather than
+``subprocess`` debugs alone.
 Ctrl-C at a prompt reaches only the REPL's process (the line editor reads
 it as a key); pressed while a command runs, it reaches processes outside
 the actor runtime as it always does, unless they wait for a REPL.  Their
@@ -73,8 +79,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._tree_hook.sitecustomize import (
+    BREAKPOINT_HOOK,
     PATH_ENV,
     SESSION_ENV,
+    carry_session_to_children,
     patch_multiprocessing,
     process_name,
     read_path,
@@ -90,7 +98,6 @@ __all__ = ["HOOK_DIR", "PATH_ENV", "SESSION_ENV"]
 
 #: The directory put in front of ``PYTHONPATH``: its ``sitecustomize.py``.
 HOOK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_tree_hook")
-BREAKPOINT_HOOK = "dapper_trio.set_trace"
 
 _VARIABLES = (SESSION_ENV, PATH_ENV, "PYTHONPATH", "PYTHONBREAKPOINT")
 _saved: dict[str, str | None] | None = None
@@ -132,6 +139,7 @@ def export(tree: TreeDebug, *, path: tuple[str, ...]) -> None:
     )
     if _saved["PYTHONBREAKPOINT"] is None:
         os.environ["PYTHONBREAKPOINT"] = BREAKPOINT_HOOK
+    carry_session_to_children()
 
 
 def unexport() -> None:

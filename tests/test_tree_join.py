@@ -338,3 +338,94 @@ def test_export_keeps_a_breakpoint_hook_the_user_chose(
     finally:
         _tree_join.unexport()
     assert os.environ["PYTHONBREAKPOINT"] == "0"
+
+
+# -- a child started with an environment of its own still joins -----------------------
+
+
+def test_a_child_given_an_environment_of_its_own_joins_the_session(
+    tmp_path: Path,
+) -> None:
+    """trio.run_process(..., env={...}): the child's breakpoint() still opens
+    dapper-trio's REPL under the session's lock, and the child's environment
+    is the one it was given, plus the session."""
+    with join_app("own-env", "subprocess", tmp_path / "flag") as term:
+        out = term.expect_prompt()
+        why, process, _ = header(out)
+        assert (why, process) == ("breakpoint() outside trio", "root/tree_join_leaf.py")
+        assert term.cmd("p secret").strip() == "'leaf secret'"
+        assert procs(term)["tree_join_leaf.py"] == "in the REPL"
+        # (LC_CTYPE: the interpreter's own locale coercion, PEP 538.)
+        names = term.cmd("p sorted(set(os.environ) - {'LC_CTYPE'})").strip()
+        assert names == repr(
+            sorted(
+                {
+                    "PATH",
+                    "TREE_FLAG",
+                    _tree_join.SESSION_ENV,
+                    _tree_join.PATH_ENV,
+                    "PYTHONBREAKPOINT",
+                    "PYTHONPATH",
+                }
+            )
+        )
+        term.continue_to_end("leaf after", "leaf exit code 0", "root done")
+
+
+def test_the_hook_carries_the_session_to_a_child_s_own_environment() -> None:
+    """In a process of the session, subprocess (imported after start-up)
+    gives a child started with env={...} the session's variables."""
+    report = "import json, os; print(json.dumps(dict(os.environ)))"
+    code = (
+        "import subprocess, sys; print(subprocess.run("
+        f"[sys.executable, '-c', {report!r}],"
+        " env={'ONLY': 'this'}, capture_output=True, text=True).stdout)"
+    )
+    child_env = _run_hooked(code, session=True)
+    assert child_env["ONLY"] == "this"
+    assert child_env[_tree_join.SESSION_ENV] == json.dumps(
+        {"address": "unix:@nowhere", "token": "t"}
+    )
+    # The child's own hook ran: it named the child below its parent.
+    assert str(child_env[_tree_join.PATH_ENV]).split("\x1f")[1:] == [
+        "root",
+        "app.py",
+        "python -c",
+        "python -c",
+    ]
+    assert child_env["PYTHONPATH"] == _tree_join.HOOK_DIR
+    assert "HOME" not in child_env
+
+
+def test_carry_session_adds_only_what_joining_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """carry_session: the session, the path, the hook in front of the
+    child's PYTHONPATH, and dapper-trio's breakpoint() unless the child's
+    environment or the user chose another; bytes stay bytes."""
+    from dapper_trio._tree_hook.sitecustomize import carry_session
+
+    hook = _tree_join.HOOK_DIR
+    monkeypatch.delenv(_tree_join.SESSION_ENV, raising=False)
+    given = {"A": "1"}
+    assert carry_session(given) is given  # no session here: nothing to carry
+    monkeypatch.setenv(_tree_join.SESSION_ENV, '{"address": "unix:@x"}')
+    monkeypatch.setenv(_tree_join.PATH_ENV, "7\x1froot")
+    monkeypatch.setenv("PYTHONBREAKPOINT", "dapper_trio.set_trace")
+    assert carry_session({"A": "1", "PYTHONPATH": f"/lib{os.pathsep}"}) == {
+        "A": "1",
+        "PYTHONPATH": f"{hook}{os.pathsep}/lib",
+        _tree_join.SESSION_ENV: '{"address": "unix:@x"}',
+        _tree_join.PATH_ENV: "7\x1froot",
+        "PYTHONBREAKPOINT": "dapper_trio.set_trace",
+    }
+    assert carry_session({"PYTHONBREAKPOINT": "0"})["PYTHONBREAKPOINT"] == "0"
+    assert carry_session({"PYTHONPATH": hook})["PYTHONPATH"] == hook
+    actor = {_tree_join.SESSION_ENV: "{}"}
+    assert carry_session(actor) is actor  # names a session already
+    assert carry_session(None) is None
+    binary = carry_session({b"A": b"1"})
+    assert binary[b"A"] == b"1"
+    assert binary[os.fsencode(_tree_join.PATH_ENV)] == b"7\x1froot"
+    monkeypatch.setenv("PYTHONBREAKPOINT", "0")  # the user's choice, not ours
+    assert "PYTHONBREAKPOINT" not in carry_session({"A": "1"})

@@ -16,6 +16,10 @@ What it does, only when ``DAPPER_TRIO_TREE`` describes a session:
   ``multiprocessing`` children, whose exceptions never reach the hook), to
   open a post-mortem REPL under the session's lock before the error is
   reported as usual;
+* carries the session into the environment of any child that is started
+  with an ``env`` of its own (``subprocess.Popen``, and through it
+  ``subprocess.run``, ``trio.run_process``, asyncio), as the child would
+  have inherited it otherwise;
 * then runs the ``sitecustomize`` module this one hides, if any.
 """
 
@@ -25,12 +29,18 @@ import importlib.machinery
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 SESSION_ENV = "DAPPER_TRIO_TREE"
 #: The path from the root of the process that wrote it: ``PID<US>NAME<US>...``
 #: (plain text, so that starting up needs no json).
 PATH_ENV = "DAPPER_TRIO_TREE_PATH"
 ACTOR_ENV = "DAPPER_TRIO_ACTOR"
 _SEPARATOR = "\x1f"
+#: What ``breakpoint()`` calls in a process of the session.
+BREAKPOINT_HOOK = "dapper_trio.set_trace"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # Options of python that take the next argument as their value.
 _WITH_VALUE = {"-W", "-X", "--check-hash-based-pycs"}
@@ -86,6 +96,120 @@ def _rename(name: str) -> None:
     joined = sys.modules.get("dapper_trio._tree_join")
     if joined is not None:
         joined.renamed()
+
+
+def carry_session(env: Any) -> Any:
+    """*env*, for a child of this process, with the session's variables added.
+
+    What a child started with an environment of its own would otherwise
+    lack to join the session: ``DAPPER_TRIO_TREE`` and the path (as this
+    process has them), ``PYTHONPATH`` with this directory in front, and
+    ``PYTHONBREAKPOINT`` if the session set it and *env* sets none.
+    Returns *env* itself (unchanged) outside a session, or if *env* names a
+    session already (a child actor's); a new dict otherwise.  Keys and
+    values stay bytes where *env*'s are.
+    """
+    session = os.environ.get(SESSION_ENV)
+    path = os.environ.get(PATH_ENV)
+    if session is None or path is None or env is None:
+        return env
+    try:
+        items = list(env.items())
+    except AttributeError:
+        return env  # not a mapping: let Popen say so
+    binary = any(isinstance(key, bytes) for key, _ in items)
+
+    def text(value: Any) -> Any:
+        return os.fsdecode(value) if isinstance(value, bytes) else value
+
+    given = {text(key): text(value) for key, value in items}
+    if SESSION_ENV in given:
+        return env
+    given[SESSION_ENV] = session
+    given[PATH_ENV] = path
+    entries = [
+        entry for entry in given.get("PYTHONPATH", "").split(os.pathsep) if entry
+    ]
+    if _HERE not in entries:
+        given["PYTHONPATH"] = os.pathsep.join([_HERE, *entries])
+    if "PYTHONBREAKPOINT" not in given and os.environ.get("PYTHONBREAKPOINT") == (
+        BREAKPOINT_HOOK
+    ):
+        given["PYTHONBREAKPOINT"] = BREAKPOINT_HOOK
+    if binary:
+        return {os.fsencode(key): os.fsencode(value) for key, value in given.items()}
+    return given
+
+
+#: Popen's parameters before ``env``, after ``args``: bufsize, executable,
+#: stdin, stdout, stderr, preexec_fn, close_fds, shell, cwd (3.10 to 3.13).
+_ENV_POSITION = 9
+
+
+def patch_subprocess(module: Any) -> None:
+    """Make *module*'s ``Popen`` (``subprocess``) carry the session to a
+    child given an ``env`` of its own (``carry_session``)."""
+    popen = module.Popen
+    original = popen.__init__
+    if getattr(original, "__dapper_trio__", False):
+        return
+
+    def __init__(self: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
+        try:
+            if len(rest) > _ENV_POSITION:
+                given = list(rest)
+                given[_ENV_POSITION] = carry_session(given[_ENV_POSITION])
+                rest = tuple(given)
+            elif kwargs.get("env") is not None:
+                kwargs["env"] = carry_session(kwargs["env"])
+        except Exception:  # an env Popen itself will refuse: let it say why
+            pass
+        original(self, args, *rest, **kwargs)
+
+    __init__.__dapper_trio__ = True  # type: ignore[attr-defined]
+    __init__.__wrapped__ = original  # type: ignore[attr-defined]
+    popen.__init__ = __init__
+
+
+class _WhenSubprocessImported:
+    """A ``sys.meta_path`` finder: patches ``subprocess`` once it is loaded.
+
+    Importing ``subprocess`` at start-up would cost every process of the
+    session a few milliseconds; most never start a child.
+    """
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "subprocess":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)  # once: the module is patched now
+        spec = None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if find is not None and (spec := find(name, path, target)) is not None:
+                break
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module: Any) -> None:
+            exec_module(module)
+            try:
+                patch_subprocess(module)
+            except Exception:  # never break the program's import
+                pass
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+def carry_session_to_children() -> None:
+    """Patch ``subprocess`` now if it is loaded, or as soon as it is."""
+    module = sys.modules.get("subprocess")
+    if module is not None:
+        patch_subprocess(module)
+    elif not any(isinstance(f, _WhenSubprocessImported) for f in sys.meta_path):
+        sys.meta_path.insert(0, _WhenSubprocessImported())
 
 
 def _post_mortem(exc: BaseException) -> bool:
@@ -153,6 +277,7 @@ def _join() -> None:
     if SESSION_ENV not in os.environ or found is None:
         return
     os.register_at_fork(after_in_child=_after_fork_in_child)
+    carry_session_to_children()
     if ACTOR_ENV in os.environ:
         return  # a child actor: the actor runtime names it and reports errors
     argv = list(getattr(sys, "orig_argv", sys.argv))

@@ -136,6 +136,13 @@ SESSIONS: dict[str, tuple[str, Session]] = {
             [("cmd", "procs"), ("cmd", "p secret"), ("exit", "c")],
         ),
     ),
+    "tree-join-env": (
+        "actors.md",
+        Session(
+            "dapper-trio run -c tests/programs/tree_join_app.py own-env",
+            [("cmd", "procs"), ("cmd", "p sorted(os.environ)"), ("exit", "c")],
+        ),
+    ),
     "breakpoint-api": (
         "terminal.md",
         Session(

@@ -7,6 +7,8 @@
   builtin ``breakpoint()`` once this process has made the flag file, just
   before it stops at its own breakpoint.
 * ``leaf``: the same, without this process's breakpoint.
+* ``own-env``: start ``tree_join_leaf.py`` directly, with an environment of
+  its own (``PATH`` and ``TREE_FLAG`` only).
 * ``mp-spawn`` / ``mp-fork``: a ``multiprocessing`` child whose target raises.
 
 The flag file is ``TREE_FLAG`` (default: one in the temporary directory,
@@ -50,6 +52,12 @@ async def main() -> None:
                 else:
                     await flag.write_text("go")
             print("middle done", flush=True)
+        elif scenario == "own-env":
+            await flag.write_text("go")
+            leaf = [sys.executable, str(HERE / "tree_join_leaf.py")]
+            env = {"PATH": os.environ["PATH"], "TREE_FLAG": str(flag)}
+            await trio.run_process(leaf, env=env)
+            print("leaf exit code 0", flush=True)
         elif scenario.startswith("mp-"):
             context = multiprocessing.get_context(scenario[3:])
             process = context.Process(target=divide, args=(7,), name="divider")
