@@ -50,5 +50,9 @@ seen = {
     "fds": fd_targets(),
     "orig_argv": sys.orig_argv,
 }
-print("process:", json.dumps(seen), flush=True)
+# One write: sys.stdout's output events and fd 1's pipe are two channels, and
+# an unbuffered print() writes each argument and the end of line apart, so
+# the next line could land between them.
+sys.stdout.write("process: " + json.dumps(seen) + "\n")
+sys.stdout.flush()
 os.write(1, b"straight to fd 1\n")
