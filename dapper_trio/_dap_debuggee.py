@@ -240,6 +240,7 @@ class ThreadsInstrument(SessionInstrument):
     def __init__(self, session: DapSession) -> None:
         super().__init__(session)
         self.session = session
+        self._idle_flush = _IdleFlush(session)
 
     def before_run(self) -> None:
         super().before_run()
@@ -247,18 +248,14 @@ class ThreadsInstrument(SessionInstrument):
 
     def after_run(self) -> None:
         super().after_run()
+        self._idle_flush.run_over()
         self.session.threads.trio_finished()
         self.session.endpoint.flush()
-
-    def before_io_wait(self, timeout: float) -> None:
-        # The loop is about to sleep: the agent thread can send the thread
-        # events now without taking the GIL from a running program.
-        if timeout > 0 and self.session.endpoint.waiting:
-            self.session.endpoint.flush()
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         super().task_spawned(task)
         self.session.task_started(task)
+        self._idle_flush.arm()
 
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         super().task_exited(task)
@@ -267,6 +264,47 @@ class ThreadsInstrument(SessionInstrument):
             self.session.endpoint.post_event(
                 "thread", {"reason": "exited", "threadId": number}, urgent=False
             )
+            self._idle_flush.arm()
+
+
+class _IdleFlush(trio.abc.Instrument):
+    """Sends the waiting ``thread`` events when the program's loop goes idle.
+
+    A trio instrument with the one hook ``before_io_wait``, which trio calls
+    at every turn of its loop: it is in a run's instruments only while
+    non-urgent events wait, and takes itself out once it has flushed them.
+    (As a hook of the session's instrument, always present, it cost a trio
+    program 2-3 % of its run: benchmarks/overhead.py, docs/editors.md.)
+    Armed from the run's own thread (the task hooks), one run per thread.
+    """
+
+    def __init__(self, session: DapSession) -> None:
+        self._session = session
+        self._armed = threading.local()
+
+    def arm(self) -> None:
+        """Flush when this thread's trio loop next goes idle, if anything waits."""
+        if getattr(self._armed, "on", False) or not self._session.endpoint.waiting:
+            return
+        try:
+            trio.lowlevel.add_instrument(self)
+        except RuntimeError:  # pragma: no cover - task hooks run inside trio
+            self._session.endpoint.flush()
+            return
+        self._armed.on = True
+
+    def run_over(self) -> None:
+        """This thread's run has ended, and its instruments with it."""
+        self._armed.on = False
+
+    def before_io_wait(self, timeout: float) -> None:
+        # The loop is about to sleep: the agent thread can send the thread
+        # events now without taking the GIL from a running program.
+        if timeout <= 0:
+            return
+        self._armed.on = False
+        trio.lowlevel.remove_instrument(self)
+        self._session.endpoint.flush()
 
 
 # -- the front end -------------------------------------------------------------
