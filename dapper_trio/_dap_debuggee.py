@@ -271,40 +271,53 @@ class _IdleFlush(trio.abc.Instrument):
     """Sends the waiting ``thread`` events when the program's loop goes idle.
 
     A trio instrument with the one hook ``before_io_wait``, which trio calls
-    at every turn of its loop: it is in a run's instruments only while
-    non-urgent events wait, and takes itself out once it has flushed them.
-    (As a hook of the session's instrument, always present, it cost a trio
-    program 2-3 % of its run: benchmarks/overhead.py, docs/editors.md.)
-    Armed from the run's own thread (the task hooks), one run per thread.
+    at every turn of its loop: as a hook of the session's instrument, always
+    there, it cost a busy trio program 2-3 % of its run (docs/internals.md).
+    So it is in a run's instruments only while non-urgent events wait, and
+    takes itself out once it has flushed them -- or once the loop has turned
+    ``BUSY_TURNS`` times without going idle: a busy program's events then
+    wait for its next task to start or end (which arms this again), the next
+    urgent post or its end.  Waking the agent thread while the program is
+    busy would cost more (see ``_dap_agent``).  Armed from the run's own
+    thread (the task hooks), one run per thread.
     """
+
+    #: Turns of a busy loop (no idle wait) after which the hook goes.
+    BUSY_TURNS = 1000
 
     def __init__(self, session: DapSession) -> None:
         self._session = session
-        self._armed = threading.local()
+        self._local = threading.local()
 
     def arm(self) -> None:
         """Flush when this thread's trio loop next goes idle, if anything waits."""
-        if getattr(self._armed, "on", False) or not self._session.endpoint.waiting:
+        local = self._local
+        if getattr(local, "armed", False) or not self._session.endpoint.waiting:
             return
         try:
             trio.lowlevel.add_instrument(self)
         except RuntimeError:  # pragma: no cover - task hooks run inside trio
             self._session.endpoint.flush()
             return
-        self._armed.on = True
+        local.armed = True
+        local.busy_turns = 0
 
     def run_over(self) -> None:
         """This thread's run has ended, and its instruments with it."""
-        self._armed.on = False
+        self._local.armed = False
 
     def before_io_wait(self, timeout: float) -> None:
-        # The loop is about to sleep: the agent thread can send the thread
-        # events now without taking the GIL from a running program.
+        local = self._local
         if timeout <= 0:
-            return
-        self._armed.on = False
+            local.busy_turns += 1
+            if local.busy_turns < self.BUSY_TURNS:
+                return
+        local.armed = False
         trio.lowlevel.remove_instrument(self)
-        self._session.endpoint.flush()
+        if timeout > 0:
+            # The loop is about to sleep: the agent thread can send the
+            # thread events now without taking the GIL from a busy program.
+            self._session.endpoint.flush()
 
 
 # -- the front end -------------------------------------------------------------
