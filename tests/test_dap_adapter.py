@@ -418,11 +418,7 @@ async def test_thread_events_for_trio_tasks() -> None:
     async with open_adapter() as client:
         await client.launch(SMOKE)
         await client.event("terminated")
-        threads = [
-            (m["body"]["reason"], m["body"]["threadId"])
-            for m in client.messages
-            if m.get("event") == "thread"
-        ]
+        threads = thread_events(client)
         assert threads == [
             ("started", 1),
             ("started", 2),
@@ -448,13 +444,9 @@ async def test_thread_events_of_a_busy_program_do_not_wake_the_agent() -> None:
         [line] = [line for line in output.splitlines() if "agent" in line]
         woke = int(line.split()[2])
         assert woke < 20, line  # 0 here; ~200 if sent as they come, in batches
-        threads = [
-            (m["body"]["reason"], m["body"]["threadId"])
-            for m in client.messages
-            if m.get("event") == "thread"
-        ]
-        started = [number for reason, number in threads if reason == "started"]
-        exited = [number for reason, number in threads if reason == "exited"]
+        threads = thread_events(client)
+        started = threads_that(threads, "started")
+        exited = threads_that(threads, "exited")
         assert len(started) == 31
         assert sorted(exited) == sorted(started)
         assert threads.index(("exited", 1)) == len(threads) - 1
@@ -487,13 +479,9 @@ async def test_a_busy_program_s_loop_calls_no_hook_of_ours_at_every_turn() -> No
         [busy] = [line for line in stdout_of(client).splitlines() if "busy:" in line]
         assert "before_io_wait" not in busy.split()
         assert {"task_spawned", "task_exited"} <= set(busy.split())
-        threads = [
-            (m["body"]["reason"], m["body"]["threadId"])
-            for m in client.messages
-            if m.get("event") == "thread"
-        ]
-        started = [number for reason, number in threads if reason == "started"]
-        exited = [number for reason, number in threads if reason == "exited"]
+        threads = thread_events(client)
+        started = threads_that(threads, "started")
+        exited = threads_that(threads, "exited")
         assert sorted(started) == [1, 2, 3, 4]  # main and its three tasks
         assert sorted(exited) == sorted(started)
         await disconnect(client)
@@ -952,6 +940,20 @@ async def test_host_names_another_address_with_a_warning() -> None:
 # -- no nested-process tree session under a DAP client -------------------------------
 
 TREE_ENV = str(PROGRAMS / "tree_env.py")
+
+
+def thread_events(client: Client) -> list[tuple[str, int]]:
+    """``(reason, threadId)`` of each ``thread`` event so far, in order."""
+    return [
+        (m["body"]["reason"], m["body"]["threadId"])
+        for m in client.messages
+        if m.get("event") == "thread"
+    ]
+
+
+def threads_that(threads: list[tuple[str, int]], reason: str) -> list[int]:
+    """The thread ids of *threads* (``thread_events``) with *reason*."""
+    return [number for what, number in threads if what == reason]
 
 
 def stdout_of(client: Client) -> str:
