@@ -32,8 +32,11 @@ measures.  The columns:
 
 The rows: plain python (the baseline of column 3); debugpy 1.8
 (``python -m debugpy.adapter``); ``dapper-trio dap`` (the program in a child
-process, as by default); ``dapper-trio dap`` with ``"inProcess": true`` (the
-program in a thread of the adapter's process).  Under the table, each
+process, as by default: the spare debuggee forked at the adapter's start);
+the same with ``"python"`` named in ``launch`` (a fresh interpreter, as for
+a launch whose ``env`` sets a variable read at start-up); ``dapper-trio
+dap`` with ``"inProcess": true`` (the program in a thread of the adapter's
+process).  Under the table, each
 dapper-trio row is compared with debugpy: the target is to be no slower on
 any column.
 
@@ -81,7 +84,15 @@ DAPPER_IN_PROCESS = Contender(
     adapter=("-m", "dapper_trio", "dap"),
     launch=lambda python: {"inProcess": True},
 )
-CONTENDERS = [DEBUGPY, DAPPER, DAPPER_IN_PROCESS]
+# A launch that names its interpreter (or sets a variable the interpreter
+# reads at start-up) gets a fresh one instead of the adapter's spare.
+DAPPER_FRESH = Contender(
+    "dapper-trio dap, fresh interpreter",
+    "dap",
+    adapter=("-m", "dapper_trio", "dap"),
+    launch=lambda python: {"python": [python]},
+)
+CONTENDERS = [DEBUGPY, DAPPER, DAPPER_FRESH, DAPPER_IN_PROCESS]
 
 LAUNCH = "launch -> stop"
 NEXT_TRIO = "next, trio task"

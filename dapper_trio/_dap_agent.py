@@ -19,12 +19,16 @@ Things that don't work.
 * Killing the program when an *attached* adapter goes away: the program was
   running before anyone attached and should go on after they leave.
 
-The design.  ``DapEndpoint`` handles the "dap" requests in one trio loop
-that is not the program's (``handle``), and delivers events to a *sink* in
-that loop (``post_event`` may be called from any thread; ``run_sync_soon``
-keeps them in order).  The loop is an *agent thread*'s with an IPC channel
-to the adapter (``ConnectingAgent`` for launch, ``ListeningAgent`` for
-attach), or, in-process, the adapter's own (``_dap_backends``).  Pausing
+The design.  ``DapEndpoint`` answers the "dap" requests in one loop that
+is not the program's, and delivers events to a *sink* in that loop
+(``post_event`` may be called from any thread; the loop's
+``run_sync_soon`` keeps them in order).  The loop is an *agent thread*'s
+with a connection to the adapter, or, in-process, the adapter's own trio
+loop (``_dap_backends``).  A launched debuggee's agent (``ConnectingAgent``)
+is a plain ``poll`` loop on blocking sockets, with no trio: a program that
+does not use trio never imports it (``_trio_import``), as under ``dapper-trio
+run``.  An attachable program's (``_dap_attach.ListeningAgent``) is a trio
+loop, as is the adapter's: both answer with ``handle``.  Pausing
 sends SIGINT to the program's main thread when the session owns SIGINT (see
 ``_session``), and otherwise asks the program's trio loop to pause
 (``run_sync_soon``), which works as soon as the loop runs: between task
@@ -60,37 +64,54 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import io
 import json
 import os
 import queue
+import select
 import signal
+import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, TextIO
-
-import outcome
-import trio
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TextIO
 
 from . import _session
-from ._dap_backends import ADAPTER_ENV
 from ._dap_debuggee import (
     CONFIGURATION,
     RESUMING,
     Command,
     DapSession,
+    Error,
     NotStopped,
+    Outcome,
+    Value,
 )
 from ._dap_functions import SearchPath, module_file
 from ._dap_inspect import CommandError
-from ._ipc import Address, Channel, IPCError, UnknownMethod, connect, open_listener
 from ._launcher import LaunchError, RunOptions, Target, resolve, run_program
-from ._sockets import BoundSocket
+from ._plain_ipc import (
+    CONFIGURE_REQUEST,
+    PlainConnection,
+    answer_to_configure,
+    error_body,
+)
+from ._sockets import Address
+from ._targets import ADAPTER_ENV
+from ._wire import Frame, FrameKind, ProtocolError, encode_frame
+
+if TYPE_CHECKING:
+    import trio
+
 
 #: How long a launched debuggee waits for its configuration from the adapter.
 CONFIG_TIMEOUT = 60.0
+#: How long, at the end, a launched debuggee waits for the adapter to have
+#: read what it sent and closed the connection.
+FINISH_TIMEOUT = 5.0
 #: How long a pause waits for a stop left by a previous adapter to end.
 LEFT_STOP_WAIT = 5.0
 #: A pause request not served within this many seconds may be sent again.
@@ -99,20 +120,35 @@ PAUSE_RETRY_SECONDS = 1.5
 #: How much program output one ``output`` event carries at most (characters).
 OUTPUT_EVENT_CHARS = 64 * 1024
 
+
 Sink = Callable[[str, Any], None]
 
 
-class DapEndpoint:
-    """The program's end of a DAP session, served in one trio loop.
+class Loop(Protocol):
+    """Where an endpoint delivers: a trio run's token, or a launched
+    debuggee's ``ConnectingAgent``."""
 
-    ``bind`` names the loop (its token) and the sink that takes events there;
-    until then, and after ``unbind``, events are dropped.
+    def run_sync_soon(self, sync_fn: Callable[..., object], *args: Any) -> None:
+        """Call ``sync_fn(*args)`` soon in the loop's thread, in the order
+        called; from any thread.  RuntimeError once the loop has ended."""
+
+
+#: ``DapEndpoint.answer_now``: the request is answered later.
+LATER: Any = object()
+
+
+class DapEndpoint:
+    """The program's end of a DAP session, served in one loop.
+
+    ``bind`` names the loop (a trio token, or a ``ConnectingAgent``) and the
+    sink that takes events there; until then, and after ``unbind``, events
+    are dropped.
     """
 
     session: DapSession
 
     def __init__(self) -> None:
-        self._token: trio.lowlevel.TrioToken | None = None
+        self._token: Loop | None = None
         self._sink: Sink | None = None
         self._pause_sent_at: float | None = None
         # Everything posted for the loop -- events, program output, results
@@ -131,7 +167,7 @@ class DapEndpoint:
         self._pending: list[list[Any]] | None = None
         self._delivery_queued = False
 
-    def bind(self, token: trio.lowlevel.TrioToken, sink: Sink) -> None:
+    def bind(self, token: Loop, sink: Sink) -> None:
         with self._post_lock:
             self._token, self._sink = token, sink
             self._output_open = True
@@ -159,7 +195,7 @@ class DapEndpoint:
             return token is not None
         try:
             token.run_sync_soon(self._deliver_batch, batch)
-        except trio.RunFinishedError:
+        except RuntimeError:  # the loop has ended (trio.RunFinishedError)
             return False
         self._delivery_queued = True
         return True
@@ -185,10 +221,7 @@ class DapEndpoint:
             self._queue_delivery()
 
     def post_call(
-        self,
-        token: trio.lowlevel.TrioToken,
-        function: Callable[[Any], object],
-        argument: Any,
+        self, token: Loop, function: Callable[[Any], object], argument: Any
     ) -> None:
         """Run ``function(argument)`` in *token*'s loop, after what was posted.
 
@@ -198,7 +231,7 @@ class DapEndpoint:
         with self._post_lock:
             if token is self._token and self._post(["call", function, argument]):
                 return
-        with contextlib.suppress(trio.RunFinishedError):
+        with contextlib.suppress(RuntimeError):  # the loop has ended
             token.run_sync_soon(function, argument)
 
     def _deliver(self, event: str, body: Any) -> None:
@@ -257,18 +290,38 @@ class DapEndpoint:
         self._pause_sent_at = None
 
     async def handle(self, params: Any) -> Any:
-        """Answer one "dap" request (``{"command": ..., "arguments": ...}``)."""
+        """Answer one "dap" request (``{"command": ..., "arguments": ...}``)
+        in a trio loop (an attach's, an in-process session's).
+
+        Cancelled, it stops waiting; the program may still carry the
+        request out.
+        """
         if not isinstance(params, dict):
+            from ._ipc import UnknownMethod
+
             raise UnknownMethod("a dap request needs a command")
         name = str(params.get("command"))
         arguments = params.get("arguments") or {}
-        session = self.session
-        if name == "threads":
-            return {"threads": session.threads.listing(session.stopped_thread())}
         if name == "pause":
             await self._left_stop_ended()
             self._pause()
             return {}
+        answer = self.answer_now(name, arguments)
+        if answer is not LATER:
+            return answer
+        result, deliver, done = _slot(self)
+        self.submit(name, arguments, deliver)
+        await done.wait()
+        return result[0].unwrap()
+
+    def answer_now(self, name: str, arguments: Mapping[str, Any]) -> Any:
+        """The answer to request *name* if it needs no wait, else ``LATER``.
+
+        Not ``pause``, which may have to wait for a stop to end first.
+        """
+        session = self.session
+        if name == "threads":
+            return {"threads": session.threads.listing(session.stopped_thread())}
         if name == "resolveFunctionBreakpoints":
             return session.resolve_functions(arguments)
         if name == "loadedSources":
@@ -279,11 +332,26 @@ class DapEndpoint:
             return session.source(arguments)
         if name == "terminate":
             return self._terminate()
-        if name in CONFIGURATION:
-            return await self._configure(name, arguments)
         if name == "completions" and not session.port.stopped:
             return session.completions_running(arguments)
-        return await self._in_stopped_thread(name, arguments)
+        return LATER
+
+    def submit(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        deliver: Callable[[Outcome], None],
+    ) -> None:
+        """Have the program answer request *name*: *deliver* gets the outcome,
+        from the thread that served it.
+
+        Configuration is applied whether the program runs or is stopped;
+        anything else needs a stop (NotStopped if the program runs).
+        """
+        if name in CONFIGURATION:
+            self.session.queue_configuration(Command(name, arguments, deliver))
+        elif not self.session.port.submit(Command(name, arguments, deliver)):
+            raise NotStopped(f"{name}: the program is running (pause it first)")
 
     async def _left_stop_ended(self) -> None:
         """Wait (bounded) until a stop whose adapter went away has ended.
@@ -293,10 +361,18 @@ class DapEndpoint:
         first one left: taken for a pause of a stopped program, it would be
         ignored, and the program would run on.  Cancelled, it stops waiting.
         """
+        import trio
+
         port = self.session.port
         with trio.move_on_after(LEFT_STOP_WAIT):
             while port.ending:  # noqa: ASYNC110 - it ends in the program's thread
                 await trio.sleep(0.01)
+
+    def wait_for_left_stop(self) -> None:
+        """``_left_stop_ended`` for a thread that may block."""
+        deadline = time.monotonic() + LEFT_STOP_WAIT
+        while self.session.port.ending and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _pause(self) -> None:
         session = self.session
@@ -320,7 +396,7 @@ class DapEndpoint:
         self._pause_sent_at = now
         try:
             token.run_sync_soon(_pause_in_loop, session)
-        except trio.RunFinishedError:
+        except RuntimeError:  # trio.RunFinishedError
             raise CommandError("pause: the program's trio run has ended") from None
 
     def _terminate(self) -> dict[str, Any]:
@@ -335,19 +411,6 @@ class DapEndpoint:
                 return {"how": "pause"}
         return {"how": "none"}
 
-    async def _configure(self, name: str, arguments: Mapping[str, Any]) -> Any:
-        result, deliver, done = _slot(self)
-        self.session.queue_configuration(Command(name, arguments, deliver))
-        await done.wait()
-        return result[0].unwrap()
-
-    async def _in_stopped_thread(self, name: str, arguments: Mapping[str, Any]) -> Any:
-        result, deliver, done = _slot(self)
-        if not self.session.port.submit(Command(name, arguments, deliver)):
-            raise NotStopped(f"{name}: the program is running (pause it first)")
-        await done.wait()
-        return result[0].unwrap()
-
 
 def real_trio_run(async_fn: Callable[[], Any]) -> None:
     """``trio.run`` as trio defines it, not as a debug session wrapped it.
@@ -355,6 +418,8 @@ def real_trio_run(async_fn: Callable[[], Any]) -> None:
     The agent's own run must not get the session's instrument: its tasks
     are not the program's.
     """
+    import trio
+
     run: Any = trio.run
     while hasattr(run, "__wrapped__"):
         run = run.__wrapped__
@@ -369,61 +434,60 @@ def _pause_in_loop(session: DapSession) -> None:
 
 def _slot(
     endpoint: DapEndpoint,
-) -> tuple[
-    list[outcome.Outcome[Any]], Callable[[outcome.Outcome[Any]], None], trio.Event
-]:
+) -> tuple[list[Outcome], Callable[[Outcome], None], trio.Event]:
     """A result holder another thread fills, and the event it sets here.
 
     The result comes through *endpoint*'s queue, after the events posted
     before it (a ``stopped`` posted before a ``next`` is answered is sent
     before the answer).
     """
-    result: list[outcome.Outcome[Any]] = []
+    import trio
+
+    result: list[Outcome] = []
     done = trio.Event()
     token = trio.lowlevel.current_trio_token()
 
-    def set_result(value: outcome.Outcome[Any]) -> None:
+    def set_result(value: Outcome) -> None:
         result.append(value)
         done.set()
 
-    def deliver(value: outcome.Outcome[Any]) -> None:
+    def deliver(value: Outcome) -> None:
         endpoint.post_call(token, set_result, value)
 
     return result, deliver, done
-
-
-async def _send_events(
-    channel: Channel, receive: trio.MemoryReceiveChannel[tuple[str, Any]]
-) -> None:
-    """Send the queued events in order, until the queue is closed or the
-    connection is lost."""
-    async with receive:
-        async for first in receive:
-            # Whatever else is queued goes in the same write: each write is
-            # a syscall, and a GIL hand-over with a busy program.
-            batch = [first]
-            with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
-                while True:
-                    batch.append(receive.receive_nowait())
-            try:
-                await channel.send_events(batch)
-            except IPCError:
-                return
 
 
 # -- launch: the debuggee connects to the adapter ---------------------------------
 
 
 class ConnectingAgent:
-    """A launched debuggee's connection to its adapter, in a thread of its own."""
+    """A launched debuggee's connection to its adapter, in a thread of its own.
+
+    Plain blocking sockets (``_plain_ipc``), not trio: a launched program
+    that does not use trio never imports it, and trio's import would delay
+    its first line by more than everything else the debuggee does.  The
+    thread waits in ``poll`` on the connection and on a wake-up pipe.  For
+    its endpoint it is the loop (``Loop``): ``run_sync_soon`` queues a call
+    and writes a byte to the pipe when the queue was empty -- one wake-up
+    per batch, as a trio token's would be.  What the calls produce (events,
+    the results of requests, in the order posted) goes out in one write.
+    """
 
     def __init__(self, endpoint: DapEndpoint, address: Address, token: str) -> None:
         self.endpoint = endpoint
         self.address = address
         self.token = token
         self._config: queue.Queue[dict[str, Any] | BaseException] = queue.Queue()
-        self._trio_token: trio.lowlevel.TrioToken | None = None
-        self._done: trio.Event | None = None
+        self._calls: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+        self._calls_lock = threading.Lock()
+        self._ended = False  # no calls are taken any more
+        self._wake_read, self._wake_write = os.pipe()
+        for fd in (self._wake_read, self._wake_write):
+            os.set_blocking(fd, False)
+            os.set_inheritable(fd, False)
+        self._connection: PlainConnection | None = None
+        self._outgoing: list[bytes] = []
+        self._closing = False
         self._finishing = False
         self._thread = threading.Thread(
             target=self._thread_main, name="dapper-trio dap agent", daemon=True
@@ -449,62 +513,185 @@ class ConnectingAgent:
         """
         self._finishing = True
         self.endpoint.close_output()
-        token = self._trio_token
-        if token is None:
-            return
         try:
-            trio.from_thread.run_sync(self._set_done, trio_token=token)
-        except (trio.RunFinishedError, RuntimeError):
-            return
-        self._thread.join(timeout=5.0)
+            self.run_sync_soon(self._close_when_sent)
+        except RuntimeError:
+            return  # the connection is gone already
+        self._thread.join(timeout=FINISH_TIMEOUT)
 
-    def _set_done(self) -> None:
-        if self._done is not None:
-            self._done.set()
+    # -- the endpoint's loop ---------------------------------------------------
+
+    def run_sync_soon(self, sync_fn: Callable[..., object], *args: Any) -> None:
+        """Call ``sync_fn(*args)`` in the agent thread; RuntimeError once the
+        connection is closed."""
+        with self._calls_lock:  # the pipe is closed under it when the thread ends
+            if self._ended:
+                raise RuntimeError("the connection to the adapter is closed")
+            if not self._calls:
+                with contextlib.suppress(BlockingIOError):  # full: it wakes anyway
+                    os.write(self._wake_write, b"\0")
+            self._calls.append((sync_fn, args))
+
+    def _run_calls(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_read, 4096):
+                pass
+        with self._calls_lock:
+            calls, self._calls = self._calls, deque()
+        for function, args in calls:
+            function(*args)
+
+    # -- the agent thread ------------------------------------------------------
 
     def _thread_main(self) -> None:
         self.endpoint.session.own_threads.add(threading.get_ident())
+        self.endpoint.bind(self, self._queue_event)
+        why: object = "the adapter closed the connection"
         try:
-            real_trio_run(self._main)
+            self._connection = PlainConnection.open(
+                self.address,
+                token=self.token,
+                name=f"dap debuggee pid {os.getpid()}",
+                timeout=CONFIG_TIMEOUT,
+            )
+            self._connection.send(CONFIGURE_REQUEST)
+            self._serve(self._connection)
         except BaseException as exc:
             self._config.put(exc)
-            if not self._finishing:
-                self._adapter_lost(exc)
-
-    async def _main(self) -> None:
-        self._done = trio.Event()
-        send, receive = trio.open_memory_channel[tuple[str, Any]](float("inf"))
-        self._trio_token = trio.lowlevel.current_trio_token()
-        self.endpoint.bind(self._trio_token, lambda *item: _queue(send, item))
-        async with connect(
-            self.address,
-            token=self.token,
-            name=f"dap debuggee pid {os.getpid()}",
-            request_handler=self._handle_request,
-        ) as channel:
-            config = await channel.request("configure")
-            self._config.put(config)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._flush_then_close, channel, receive)
-                nursery.start_soon(
-                    self._watch_connection, channel, nursery.cancel_scope
-                )
-                await self._done.wait()
-                send.close()
-
-    async def _flush_then_close(
-        self, channel: Channel, receive: trio.MemoryReceiveChannel[tuple[str, Any]]
-    ) -> None:
-        await _send_events(channel, receive)
-        await channel.aclose()
-
-    async def _watch_connection(
-        self, channel: Channel, scope: trio.CancelScope
-    ) -> None:
-        await channel.wait_closed()
+            why = exc
+        with self._calls_lock:
+            self._ended = True
+            for fd in (self._wake_read, self._wake_write):
+                os.close(fd)
+        self.endpoint.unbind()
+        if self._connection is not None:
+            self._connection.sock.close()
         if not self._finishing:
-            self._adapter_lost(channel.close_reason)
-        scope.cancel()
+            self._adapter_lost(why)
+
+    def _serve(self, connection: PlainConnection) -> None:
+        sock = connection.sock
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        poller.register(self._wake_read, select.POLLIN)
+        while True:
+            for fd, _ in poller.poll():
+                if fd == self._wake_read:
+                    self._run_calls()
+                    continue
+                data = sock.recv(65536)
+                if not data:
+                    return
+                connection.decoder.feed(data)
+                while (frame := connection.decoder.next_frame()) is not None:
+                    self._on_frame(frame)
+            if self._outgoing:
+                data, self._outgoing = b"".join(self._outgoing), []
+                sock.sendall(data)
+            if self._closing:
+                self._closing = False
+                # Half-close: the adapter reads everything sent, sees the
+                # end and closes its side, which ends this loop.
+                sock.shutdown(socket.SHUT_WR)
+
+    def _close_when_sent(self) -> None:
+        self._closing = True
+
+    def _queue_event(self, event: str, body: Any) -> None:
+        """The endpoint's sink: *event* goes out with this turn's write."""
+        try:
+            frame = encode_frame(FrameKind.EVENT, {"event": event, "body": body})
+        except ProtocolError as exc:  # not JSON, or too big: it cannot be sent
+            frame = encode_frame(
+                FrameKind.EVENT,
+                {
+                    "event": "output",
+                    "body": {
+                        "category": "console",
+                        "output": f"[dapper-trio] a {event!r} event was lost: {exc}\n",
+                    },
+                },
+            )
+        self._outgoing.append(frame)
+
+    def _on_frame(self, frame: Frame) -> None:
+        answer = answer_to_configure(frame)
+        message = frame.payload
+        if answer is not None:
+            self._config.put(answer)
+        elif frame.kind is FrameKind.REQUEST and type(message) is dict:
+            self._on_request(message.get("id"), message.get("method"), message)
+
+    def _on_request(
+        self, request_id: Any, method: Any, message: dict[str, Any]
+    ) -> None:
+        params = message.get("params")
+        if method != "dap" or not isinstance(params, dict):
+            what = f"unknown method {method!r}" if method != "dap" else "no command"
+            self._respond((request_id, _Failure("UnknownMethod", what)))
+            return
+        name = str(params.get("command"))
+        arguments = params.get("arguments") or {}
+        endpoint = self.endpoint
+        answer: Outcome
+        try:
+            if name == "pause":
+                if endpoint.session.port.ending:
+                    # A stop is ending: pause once it has (in a thread of
+                    # its own, so that other requests are answered).
+                    threading.Thread(
+                        target=self._pause_later,
+                        args=(request_id,),
+                        name="dapper-trio dap pause",
+                        daemon=True,
+                    ).start()
+                    return
+                endpoint._pause()
+                answer = Value({})
+            else:
+                result = endpoint.answer_now(name, arguments)
+                if result is LATER:
+                    deliver = functools.partial(self._post_answer, request_id)
+                    endpoint.submit(name, arguments, deliver)
+                    return
+                answer = Value(result)
+        except Exception as exc:
+            answer = Error(exc)
+        self._respond((request_id, answer))
+
+    def _post_answer(self, request_id: Any, answer: Outcome) -> None:
+        # From the thread that served the request: sent after the events
+        # posted before it.
+        self.endpoint.post_call(self, self._respond, (request_id, answer))
+
+    def _pause_later(self, request_id: Any) -> None:
+        self.endpoint.session.own_threads.add(threading.get_ident())
+        answer: Outcome
+        try:
+            self.endpoint.wait_for_left_stop()
+            self.endpoint._pause()
+            answer = Value({})
+        except Exception as exc:
+            answer = Error(exc)
+        with contextlib.suppress(RuntimeError):
+            self.run_sync_soon(self._respond, (request_id, answer))
+
+    def _respond(self, reply: tuple[Any, Outcome | _Failure]) -> None:
+        request_id, answer = reply
+        if isinstance(answer, _Failure):
+            error = {"type": answer.type, "message": answer.message, "traceback": ""}
+            response: dict[str, Any] = {"id": request_id, "error": error}
+        elif isinstance(answer, Error):
+            response = {"id": request_id, "error": error_body(answer.error)}
+        else:
+            response = {"id": request_id, "result": answer.value}
+        try:
+            frame = encode_frame(FrameKind.RESPONSE, response)
+        except ProtocolError as exc:
+            frame = encode_frame(
+                FrameKind.RESPONSE, {"id": request_id, "error": error_body(exc)}
+            )
+        self._outgoing.append(frame)
 
     def _adapter_lost(self, why: object) -> None:
         self.endpoint.close_output()
@@ -523,17 +710,13 @@ class ConnectingAgent:
             pass  # stderr was a pipe to the adapter, which is gone
         os.kill(os.getpid(), signal.SIGTERM)
 
-    async def _handle_request(self, method: str, params: Any) -> Any:
-        if method != "dap":
-            raise UnknownMethod(f"unknown method {method!r}")
-        return await self.endpoint.handle(params)
 
+class _Failure:
+    """An error response that names its type (no exception behind it)."""
 
-def _queue(
-    send: trio.MemorySendChannel[tuple[str, Any]], item: tuple[str, Any]
-) -> None:
-    with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-        send.send_nowait(item)
+    def __init__(self, type: str, message: str) -> None:
+        self.type = type
+        self.message = message
 
 
 # -- the launched program's sys.stdout and sys.stderr --------------------------------
@@ -778,158 +961,4 @@ def run_agent(info: dict[str, Any]) -> NoReturn:
     sys.exit(status)
 
 
-# -- attach: the adapter connects to the program -----------------------------------
-
-
-class ListeningAgent:
-    """An attachable program's listener for adapters, in a thread of its own.
-
-    Serves one adapter at a time.
-    """
-
-    def __init__(self, endpoint: DapEndpoint, bound: BoundSocket, token: str) -> None:
-        self.endpoint = endpoint
-        self.bound = bound
-        self.token = token
-        #: Called (in the agent thread) once a client is attached and configured.
-        self.on_attached: Callable[[], None] = _nothing
-        self._trio_token: trio.lowlevel.TrioToken | None = None
-        self._exit_status: int | None = None
-        self._done: trio.Event | None = None
-        #: Set while no client is being served.
-        self._idle = trio.Event()
-        self._idle.set()
-        self._started = threading.Event()
-        self._thread = threading.Thread(
-            target=self._thread_main, name="dapper-trio dap listener", daemon=True
-        )
-
-    @property
-    def address(self) -> Address:
-        return self.bound.address
-
-    def start(self) -> None:
-        """Start listening (the socket is bound already)."""
-        self._thread.start()
-        self._started.wait(timeout=10.0)
-
-    def finish(self, status: int | None = None) -> None:
-        """The program ended (with *status*, if known): tell the client, stop."""
-        token = self._trio_token
-        if token is None:
-            self.bound.close()
-            return
-        try:
-            trio.from_thread.run_sync(self._set_done, status, trio_token=token)
-        except (trio.RunFinishedError, RuntimeError):
-            return
-        self._thread.join(timeout=5.0)
-
-    def _set_done(self, status: int | None) -> None:
-        self._exit_status = status
-        if self._done is not None:
-            self._done.set()
-
-    def _thread_main(self) -> None:
-        self.endpoint.session.own_threads.add(threading.get_ident())
-        try:
-            real_trio_run(self._main)
-        except BaseException as exc:  # pragma: no cover - a bug in the agent
-            print(f"[dapper-trio] the DAP listener failed: {exc!r}", file=sys.stderr)
-        finally:
-            self._started.set()
-
-    async def _main(self) -> None:
-        self._done = trio.Event()
-        self._trio_token = trio.lowlevel.current_trio_token()
-        self._started.set()
-        async with (
-            open_listener(
-                token=self.token, bound=self.bound, name="dapper-trio program"
-            ) as listener,
-            trio.open_nursery() as nursery,
-        ):
-            nursery.start_soon(self._serve_clients, listener)
-            await self._done.wait()
-            # A client being served is told the program ended, then let go.
-            with trio.move_on_after(3.0):
-                await self._idle.wait()
-            nursery.cancel_scope.cancel()
-
-    async def _serve_clients(self, listener: Any) -> None:
-        while True:
-            async with listener.accept(request_handler=self._handle_request) as channel:
-                self._idle = trio.Event()
-                try:
-                    await self._serve_client(channel)
-                finally:
-                    self._idle.set()
-
-    async def _serve_client(self, channel: Channel) -> None:
-        session = self.endpoint.session
-        token, done = self._trio_token, self._done
-        assert token is not None
-        assert done is not None
-        send, receive = trio.open_memory_channel[tuple[str, Any]](float("inf"))
-        self.endpoint.bind(token, lambda *item: _queue(send, item))
-        try:
-            # A client is there from now on: a stop (its pause may be served
-            # before the answer to "configure" is taken in here) is its to see.
-            session.attached = True
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_send_events, channel, receive)
-                try:
-                    config = await channel.request("configure")
-                    await self.endpoint.handle(
-                        {"command": "configure", "arguments": config}
-                    )
-                except IPCError:
-                    return  # the client left before it was configured
-                except Exception as exc:
-                    print(
-                        f"[dapper-trio] cannot apply the DAP client's configuration:"
-                        f" {exc}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                self.on_attached()
-                async with trio.open_nursery() as waits:
-                    waits.start_soon(_cancel_when, channel.wait_closed, waits)
-                    waits.start_soon(_cancel_when, done.wait, waits)
-                if done.is_set() and self._exit_status is not None:
-                    _queue(send, ("exited", {"exitCode": self._exit_status}))
-                send.close()  # the sender ends once it has sent what is queued
-                nursery.cancel_scope.deadline = trio.current_time() + 2.0
-        finally:
-            send.close()
-            session.attached = False
-            self.endpoint.unbind()
-            # Forget the client's breakpoints first, and only then end the
-            # stop it leaves (if any): resumed first, the program could reach
-            # one of them again before they go, and stop with nobody there.
-            with trio.CancelScope(shield=True):
-                await self._detach()
-            session.port.connection_lost()
-
-    async def _detach(self) -> None:
-        _, deliver, done = _slot(self.endpoint)
-        self.endpoint.session.queue_configuration(Command("detach", {}, deliver))
-        with trio.move_on_after(5.0):
-            await done.wait()
-
-    async def _handle_request(self, method: str, params: Any) -> Any:
-        if method != "dap":
-            raise UnknownMethod(f"unknown method {method!r}")
-        return await self.endpoint.handle(params)
-
-
-def _nothing() -> None:
-    return None
-
-
-async def _cancel_when(wait: Callable[[], Any], nursery: trio.Nursery) -> None:
-    await wait()
-    nursery.cancel_scope.cancel()
-
-
-__all__ = ["RESUMING", "ConnectingAgent", "DapEndpoint", "ListeningAgent", "main"]
+__all__ = ["RESUMING", "ConnectingAgent", "DapEndpoint", "main"]

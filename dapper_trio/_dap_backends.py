@@ -81,10 +81,7 @@ from ._ipc import (
     open_listener,
 )
 from ._spawn import ForkedProcess, SpareDebuggee, startup_variables
-
-#: Environment variable carrying the adapter's address and token (and the
-#: target) to a launched debuggee (``_dap_agent.main``).
-ADAPTER_ENV = "DAPPER_TRIO_DAP_ADAPTER"
+from ._targets import ADAPTER_ENV
 
 #: Seconds a program gets to quit (``finally`` blocks run) after ``terminate``
 #: or ``disconnect`` before it is sent SIGTERM.

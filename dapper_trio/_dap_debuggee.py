@@ -61,10 +61,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
-
-import outcome
-import trio
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union
 
 from . import (
     _dap_completions,
@@ -81,9 +78,11 @@ from ._dap_functions import SearchPath, resolve
 from ._dap_inspect import MAIN_THREAD_ID, CommandError, Inspector, Stop, one_line
 from ._engine import ANY_TASK
 from ._repl import TrioPdb, leaf_exceptions
-from ._session import DebugSession, SessionInstrument
+from ._session import DebugSession, SessionInstrument, _Instrument
 
 if TYPE_CHECKING:
+    import trio
+
     from ._dap_agent import DapEndpoint
     from ._tracing import Tracer
 
@@ -105,6 +104,45 @@ class NotStopped(Exception):
     """A request that needs a stopped program came while it runs."""
 
 
+# -- results handed between threads --------------------------------------------
+#
+# What ``outcome`` would do, without its import: a launched debuggee imports
+# neither it nor trio unless the program does (see ``_trio_import``).
+
+_T = TypeVar("_T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Value(Generic[_T]):
+    """A command's result."""
+
+    value: _T
+
+    def unwrap(self) -> _T:
+        return self.value
+
+
+@dataclasses.dataclass(frozen=True)
+class Error:
+    """A command's failure."""
+
+    error: BaseException
+
+    def unwrap(self) -> Any:
+        raise self.error
+
+
+Outcome = Union[Value[Any], Error]  # noqa: UP007 - a runtime alias on 3.10
+
+
+def capture(function: Callable[..., Any], *args: Any) -> Outcome:
+    """``function(*args)``'s value, or the exception it raised."""
+    try:
+        return Value(function(*args))
+    except BaseException as exc:
+        return Error(exc)
+
+
 # -- the stopped thread's mailbox ---------------------------------------------
 
 
@@ -114,10 +152,10 @@ class Command:
 
     name: str
     arguments: Mapping[str, Any]
-    deliver: Callable[[outcome.Outcome[Any]], None]
+    deliver: Callable[[Outcome], None]
 
 
-def _ignore(result: outcome.Outcome[Any]) -> None:
+def _ignore(result: Outcome) -> None:
     return None
 
 
@@ -178,7 +216,7 @@ class StopPort:
                     break
         for command in pending:
             if command is not None:
-                command.deliver(outcome.Error(NotStopped("the program is running")))
+                command.deliver(Error(NotStopped("the program is running")))
 
     def connection_lost(self) -> None:
         """The adapter is gone: the current stop (if any) ends now."""
@@ -243,6 +281,8 @@ class ThreadsInstrument(SessionInstrument):
         self._idle_flush = _IdleFlush(session)
 
     def before_run(self) -> None:
+        import trio
+
         super().before_run()
         self.session.threads.trio_started(trio.lowlevel.current_trio_token())
 
@@ -267,7 +307,7 @@ class ThreadsInstrument(SessionInstrument):
             self._idle_flush.arm()
 
 
-class _IdleFlush(trio.abc.Instrument):
+class _IdleFlush(_Instrument):
     """Sends the waiting ``thread`` events when the program's loop goes idle.
 
     A trio instrument with the one hook ``before_io_wait``, which trio calls
@@ -279,7 +319,8 @@ class _IdleFlush(trio.abc.Instrument):
     wait for its next task to start or end (which arms this again), the next
     urgent post or its end.  Waking the agent thread while the program is
     busy would cost more (see ``_dap_agent``).  Armed from the run's own
-    thread (the task hooks), one run per thread.
+    thread (the task hooks), one run per thread.  Duck-typed, like the
+    session's instrument: trio takes the hooks it defines.
     """
 
     #: Turns of a busy loop (no idle wait) after which the hook goes.
@@ -294,6 +335,8 @@ class _IdleFlush(trio.abc.Instrument):
         local = self._local
         if getattr(local, "armed", False) or not self._session.endpoint.waiting:
             return
+        import trio
+
         try:
             trio.lowlevel.add_instrument(self)
         except RuntimeError:  # pragma: no cover - task hooks run inside trio
@@ -313,6 +356,8 @@ class _IdleFlush(trio.abc.Instrument):
             if local.busy_turns < self.BUSY_TURNS:
                 return
         local.armed = False
+        import trio
+
         trio.lowlevel.remove_instrument(self)
         if timeout > 0:
             # The loop is about to sleep: the agent thread can send the
@@ -674,9 +719,9 @@ class DapSession(DebugSession):
         try:
             result = self._run(stop, command.name, command.arguments)
         except Exception as exc:
-            command.deliver(outcome.Error(exc))
+            command.deliver(Error(exc))
             return False
-        command.deliver(outcome.Value(result))
+        command.deliver(Value(result))
         return command.name in RESUMING
 
     def _run(self, stop: Stop, name: str, arguments: Mapping[str, Any]) -> Any:
@@ -823,7 +868,7 @@ class DapSession(DebugSession):
             try:
                 token.run_sync_soon(self._apply_configuration_in_loop)
                 return
-            except trio.RunFinishedError:
+            except RuntimeError:  # trio.RunFinishedError: the run has ended
                 pass
         self.apply_configuration()
 
@@ -842,7 +887,7 @@ class DapSession(DebugSession):
                 command = self._configuration.get_nowait()
             except queue.Empty:
                 return
-            command.deliver(outcome.capture(self._configure_now, command))
+            command.deliver(capture(self._configure_now, command))
 
     def _configure_now(self, command: Command) -> Any:
         name, arguments = command.name, command.arguments

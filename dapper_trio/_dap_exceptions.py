@@ -62,9 +62,7 @@ import types
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import trio
-
-from . import _frames, _tasks
+from . import _frames, _tasks, _trio_import
 from ._engine import DebuggerQuit
 from ._repl import leaf_exceptions
 
@@ -82,14 +80,25 @@ BREAK_MODES = {
     "userUnhandled": "userUnhandled",
 }
 
+#: (trio's ``Cancelled`` is one too: see ``_never_stops``.)
 _NEVER_STOP = (
-    trio.Cancelled,
     GeneratorExit,
     StopIteration,
     StopAsyncIteration,
     SystemExit,
     DebuggerQuit,
 )
+
+
+def _never_stops(exc: BaseException) -> bool:
+    """True for an exception no filter stops at."""
+    if isinstance(exc, _NEVER_STOP):
+        return True
+    # Imported by the program, not here: a program without trio has none.
+    trio = _trio_import.loaded()
+    return trio is not None and isinstance(exc, trio.Cancelled)
+
+
 #: Callers that mean "the user's code will not see this exception again".
 _ESCAPE_MODULES = frozenset({"trio", "outcome", "threading", "dapper_trio"})
 
@@ -116,7 +125,7 @@ def raised_here(
 ) -> bool:
     """True if *exc* entered the user's code at *frame*: raised there, or
     come back from library code called there.  *tb* is its traceback so far."""
-    if isinstance(exc, _NEVER_STOP) or not is_user_frame(frame):
+    if _never_stops(exc) or not is_user_frame(frame):
         return False
     while tb is not None and tb.tb_frame is not frame:
         tb = tb.tb_next
@@ -134,7 +143,7 @@ def escapes_to(frame: types.FrameType, exc: BaseException) -> str | None:
     """Where *exc* goes, leaving *frame*, if that leaves the user's code for
     good: ``"trio"``, ``"outcome"``, ``"threading"`` (the thread's end),
     ``"dapper_trio"`` (the program's end) or ``""`` (no caller); else None."""
-    if isinstance(exc, _NEVER_STOP) or not is_user_frame(frame):
+    if _never_stops(exc) or not is_user_frame(frame):
         return None
     caller = frame.f_back
     while caller is not None and _frames.is_library_code(caller.f_code):

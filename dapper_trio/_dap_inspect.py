@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import _dap_completions, _dap_exceptions, _dap_sources, _frames, _tasks
-from ._dap_trio_scope import trio_view
 from ._dap_variables import NotAssignable, VariableTable, plain_children
 from ._repl import TrioPdb
 
@@ -153,7 +152,7 @@ class Inspector:
                 {
                     "name": "Trio",
                     "variablesReference": self.table.add(
-                        lambda start, count: plain_children(trio_view(task))(
+                        lambda start, count: plain_children(_trio_view(task))(
                             start, count
                         )
                     ),
@@ -286,6 +285,13 @@ def set_local(frame: types.FrameType, name: str, value: Any) -> None:
     frame.f_locals[name] = value
     if sys.version_info < (3, 13):
         ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
+
+
+def _trio_view(task: Any) -> list[tuple[str, object]]:
+    """The Trio scope's entries for *task* (trio is imported: a task runs)."""
+    from ._dap_trio_scope import trio_view
+
+    return trio_view(task)
 
 
 __all__ = [

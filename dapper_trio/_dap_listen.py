@@ -17,7 +17,7 @@ sets one, so that an editor configuration can name it.
 ``listen()`` sets up what ``dapper-trio run`` sets up before a program
 starts, but in the middle of a trio run: the debug session (a DAP one),
 dapper-trio's trio instrument (every live task gets its thread id now), and
-the agent thread that serves clients (``_dap_agent.ListeningAgent``).  At
+the agent thread that serves clients (``_dap_attach.ListeningAgent``).  At
 the program's exit (``atexit``) the listener is closed: a client attached
 then sees the program end, and a unix socket's file and directory go.
 
@@ -41,7 +41,8 @@ from typing import Any, Literal
 import trio
 
 from . import _session, _tasks, _trio_internals
-from ._dap_agent import DapEndpoint, ListeningAgent, launched_search
+from ._dap_agent import DapEndpoint, launched_search
+from ._dap_attach import ListeningAgent
 from ._dap_debuggee import DapSession
 from ._sockets import Address, bind_listening_socket, new_token
 from ._targets import RunOptions, Target

@@ -69,7 +69,6 @@ import trio
 
 from . import _dap_lines
 from ._dap_backends import (
-    ADAPTER_ENV,
     AttachBackend,
     Backend,
     ExternalProcessBackend,
@@ -88,6 +87,7 @@ from ._dap_wire import (
 )
 from ._sockets import Address
 from ._spawn import SpareDebuggee
+from ._targets import ADAPTER_ENV
 
 logger = logging.getLogger("dapper_trio.dap")
 

@@ -30,26 +30,17 @@ import threading
 from typing import Any, NoReturn
 
 from ._launcher import LaunchError, RunOptions, Target, run_program
+from ._plain_ipc import CONFIGURE_REQUEST, PlainConnection, answer_to_configure
 from ._session import get_session
 from ._sockets import Address
 from ._targets import SESSION_ENV
-from ._wire import (
-    DEFAULT_MAX_FRAME_SIZE,
-    PROTOCOL_VERSION,
-    Frame,
-    FrameDecoder,
-    FrameKind,
-    ProtocolError,
-    encode_frame,
-)
+from ._wire import Frame, FrameKind, ProtocolError, encode_frame
 
 #: How long the debuggee waits for its supervisor before giving up.
 CONFIG_TIMEOUT = 30.0
 #: How long, at the end, the debuggee waits for the supervisor to have read
 #: its exit report and closed the connection.
 FINISH_TIMEOUT = 5.0
-
-_CONFIGURE_ID = 1
 
 
 class Agent:
@@ -66,10 +57,7 @@ class Agent:
         self._settled = threading.Event()
         self._welcomed = False
         self._send_lock = threading.Lock()
-        self._sock: socket.socket | None = None
-        self._decoder = FrameDecoder(
-            peer=f"supervisor at {address}", max_frame_size=DEFAULT_MAX_FRAME_SIZE
-        )
+        self._connection: PlainConnection | None = None
         self._finishing = False
         self._thread = threading.Thread(
             target=self._thread_main, name="dapper-trio agent", daemon=True
@@ -127,7 +115,7 @@ class Agent:
             )
         except OSError:
             pass
-        sock = self._sock
+        sock = self._connection.sock if self._connection is not None else None
         if sock is not None:
             # Half-close: the supervisor reads everything we sent, sees the
             # end and closes its side, which ends the agent thread.  (Not
@@ -148,11 +136,11 @@ class Agent:
     # -- the agent thread ---------------------------------------------------
 
     def _send(self, data: bytes) -> None:
-        sock = self._sock
-        if sock is None:
+        connection = self._connection
+        if connection is None:
             raise OSError("not connected")
         with self._send_lock:
-            sock.sendall(data)
+            connection.send(data)
 
     def _thread_main(self) -> None:
         try:
@@ -170,49 +158,18 @@ class Agent:
             self._supervisor_lost("the supervisor closed the connection")
 
     def _connect(self) -> None:
-        address = self.address
-        if address.transport == "unix":
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            target: Any = address.path
-        else:
-            sock = socket.socket(
-                socket.AF_INET6 if ":" in address.host else socket.AF_INET
-            )
-            target = (address.host, address.port)
-        try:
-            sock.settimeout(CONFIG_TIMEOUT)
-            sock.connect(target)
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
-        hello = {
-            "protocol": PROTOCOL_VERSION,
-            "token": self.token,
-            "name": f"debuggee pid {os.getpid()}",
-            "pid": os.getpid(),
-        }
-        self._send(encode_frame(FrameKind.HANDSHAKE, hello))
-        reply = self._receive()
-        if reply is None or reply.kind is not FrameKind.HANDSHAKE:
-            raise ConnectionError(f"no handshake reply from {address}")
-        payload = reply.payload
-        if type(payload) is not dict or payload.get("ok") is not True:
-            why = payload.get("error") if type(payload) is dict else payload
-            raise ConnectionError(f"{address} refused the connection: {why}")
-        sock.settimeout(None)
+        self._connection = PlainConnection.open(
+            self.address,
+            token=self.token,
+            name=f"debuggee pid {os.getpid()}",
+            timeout=CONFIG_TIMEOUT,
+        )
         self._welcomed = True
-        request = {"id": _CONFIGURE_ID, "method": "configure", "params": None}
-        self._send(encode_frame(FrameKind.REQUEST, request))
+        self._send(CONFIGURE_REQUEST)
 
     def _receive(self) -> Frame | None:
-        assert self._sock is not None
-        while (frame := self._decoder.next_frame()) is None:
-            data = self._sock.recv(65536)
-            if not data:
-                return None
-            self._decoder.feed(data)
-        return frame
+        assert self._connection is not None
+        return self._connection.receive()
 
     def _serve(self) -> None:
         while True:
@@ -224,17 +181,11 @@ class Agent:
                 raise ConnectionError(str(exc)) from exc
             if frame is None:
                 return
-            message = frame.payload
-            if type(message) is not dict:
-                continue
-            if frame.kind is FrameKind.RESPONSE and message.get("id") == _CONFIGURE_ID:
-                if "result" in message:
-                    self._config.put(message["result"])
-                else:
-                    error = message.get("error") or {}
-                    self._config.put(RuntimeError(str(error.get("message", error))))
-            elif frame.kind is FrameKind.REQUEST:
-                self._answer(message)
+            answer = answer_to_configure(frame)
+            if answer is not None:
+                self._config.put(answer)
+            elif frame.kind is FrameKind.REQUEST and type(frame.payload) is dict:
+                self._answer(frame.payload)
 
     def _answer(self, message: dict[str, Any]) -> None:
         request_id = message.get("id")

@@ -100,7 +100,6 @@ import hmac
 import logging
 import os
 import sys
-import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -111,6 +110,7 @@ import outcome
 import trio
 
 from ._errors import TransportError
+from ._plain_ipc import error_body
 from ._sockets import (
     RUNTIME_DIR_VARIABLE as RUNTIME_DIR_VARIABLE,
 )
@@ -160,8 +160,6 @@ _BACKLOG = 128
 _UNIX_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
 # How long we try to tell a refused peer why, after refusing it.
 _REFUSAL_TIMEOUT = 1.0
-# An error response carries at most this much message and traceback text.
-_ERROR_TEXT_MAX = 64 * 1024
 # Frame kinds looked up once per frame, as module globals: a global costs a
 # fifth of an attribute lookup on the enum class.
 _EVENT, _REQUEST, _RESPONSE = FrameKind.EVENT, FrameKind.REQUEST, FrameKind.RESPONSE
@@ -295,20 +293,6 @@ async def _receive_frame(
 
 def _describe_os_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _truncate(text: str, limit: int = _ERROR_TEXT_MAX) -> str:
-    if len(text) <= limit:
-        return text
-    return text[: limit // 2] + "\n[... truncated ...]\n" + text[-limit // 2 :]
-
-
-def _error_body(exc: BaseException) -> dict[str, str]:
-    return {
-        "type": type(exc).__name__,
-        "message": _truncate(str(exc)),
-        "traceback": _truncate("".join(traceback.format_exception(exc))),
-    }
 
 
 # ---------------------------------------------------------------------------
@@ -926,7 +910,7 @@ class Channel:
 
     def _failure(self, request_id: int, method: str, exc: Exception) -> dict[str, Any]:
         logger.debug("request %r from %r failed", method, self._label, exc_info=exc)
-        return {"id": request_id, "error": _error_body(exc)}
+        return {"id": request_id, "error": error_body(exc)}
 
     def _encode_response(self, request_id: int, response: dict[str, Any]) -> bytes:
         try:
@@ -936,7 +920,7 @@ class Channel:
         except LocalProtocolError as exc:
             return encode_frame(
                 FrameKind.RESPONSE,
-                {"id": request_id, "error": _error_body(exc)},
+                {"id": request_id, "error": error_body(exc)},
                 max_frame_size=self._max_frame_size,
             )
 

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 #: debuggee (here, not in _spawn, so that a debuggee does not import
 #: subprocess and termios for it).
 SESSION_ENV = "DAPPER_TRIO_SUPERVISOR"
+#: Environment variable carrying the adapter's address and token (and the
+#: target) to a debuggee ``dapper-trio dap`` launched (``_dap_agent.main``).
+ADAPTER_ENV = "DAPPER_TRIO_DAP_ADAPTER"
 
 
 class LaunchError(Exception):

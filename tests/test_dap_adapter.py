@@ -31,6 +31,7 @@ SMOKE = str(PROGRAMS / "smoke.py")
 CRASH = str(PROGRAMS / "crash.py")
 PLAIN = str(PROGRAMS / "plain.py")
 IDLE = str(PROGRAMS / "idle.py")
+TRIO_FREE = str(PROGRAMS / "trio_free.py")
 #: Every wait for a message; generous (two shared cores).
 WAIT = 30.0
 
@@ -1296,13 +1297,102 @@ async def test_the_spare_ends_by_itself_when_the_adapter_is_killed() -> None:
     async with open_adapter() as client:
         await client.request("initialize", {"adapterID": "dapper-trio"})
         [spare] = children_of(client.process.pid)
-        client.process.kill()
-        with trio.fail_after(WAIT):
-            await client.process.wait()
-            while (state := process_state(spare)) not in (None, "Z"):
-                await trio.sleep(0.05)
-        # Gone and reaped (None), or exited and left to its new parent (Z).
-        assert state in (None, "Z")
+        await kill_adapter_then_wait_for_end(client, spare)
+
+
+async def kill_adapter_then_wait_for_end(client: Client, pid: int) -> None:
+    """SIGKILL the adapter; return once process *pid* has ended by itself:
+    gone and reaped, or exited and left to its new parent (a zombie)."""
+    client.process.kill()
+    with trio.fail_after(WAIT):
+        await client.process.wait()
+        while process_state(pid) not in (None, "Z"):
+            await trio.sleep(0.05)
+
+
+# -- a launched program that does not use trio ----------------------------------
+
+
+async def test_a_program_without_trio_is_debugged_without_importing_it() -> None:
+    """A launched debuggee's agent speaks plain sockets: a program that never
+    imports trio finds none loaded, and everything works without it.
+
+    A fresh interpreter (an explicit ``python``); the spare is forked from
+    the adapter, which has trio imported already.
+    """
+    stop = line_of(TRIO_FREE, "stop")
+    async with open_adapter() as client:
+        [verdict] = await client.launch(
+            TRIO_FREE,
+            {TRIO_FREE: [{"line": stop}]},
+            python=sys.executable,
+        )
+        assert verdict["verified"]
+        stopped = await client.event("stopped")
+        thread_id = stopped["body"]["threadId"]
+        threads = await client.request("threads")
+        assert threads["body"]["threads"] == [{"id": thread_id, "name": "MainThread"}]
+        [frame, *_] = await client.stack(thread_id)
+        assert frame["line"] == stop
+        loaded = await client.request(
+            "evaluate",
+            {"expression": "'trio' in sys.modules", "frameId": frame["id"]},
+        )
+        assert loaded["body"]["result"] == "False"
+        mark = client.mark()
+        await client.request("continue", {"threadId": thread_id})
+        exited = await client.event("exited", after=mark)
+        assert exited["body"]["exitCode"] == 0
+        output = stdout_of(client)
+        assert "trio at start: False" in output
+        assert "done 42" in output
+        await disconnect(client)
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["spare", "fresh"])
+async def test_a_launched_program_ends_when_its_adapter_is_killed(fresh: bool) -> None:
+    """SIGKILL to the adapter while the program runs: the agent sees the
+    connection end and the program is stopped (it is in a session of its
+    own, so nothing else would end it)."""
+    extra: dict[str, Any] = {"python": sys.executable} if fresh else {}
+    async with open_adapter() as client:
+        await client.launch(TRIO_FREE, args=["wait"], **extra)
+        started = await client.event("process")
+        pid = started["body"]["systemProcessId"]
+        await client.wait_for(
+            lambda m: (
+                m.get("event") == "output" and "trio at start" in m["body"]["output"]
+            )
+        )
+        await kill_adapter_then_wait_for_end(client, pid)
+
+
+async def test_requests_a_running_program_cannot_answer_are_refused() -> None:
+    """Over the launched debuggee's connection: a request that needs a stop
+    gets ``notStopped`` while the program runs, an unknown one an error, and
+    the session goes on (a pause then stops the program)."""
+    async with open_adapter() as client:
+        await client.launch(TRIO_FREE, args=["wait"], python=sys.executable)
+        await client.wait_for(
+            lambda m: (
+                m.get("event") == "output" and "trio at start" in m["body"]["output"]
+            )
+        )
+        refused = await client.response(
+            await client.send("stackTrace", {"threadId": 1})
+        )
+        assert not refused["success"]
+        assert refused["message"] == "notStopped", refused
+        assert "running" in refused["body"]["error"]["format"], refused
+        threads = await client.request("threads")
+        [thread] = threads["body"]["threads"]
+        await client.request("pause", {"threadId": thread["id"]})
+        stopped = await client.event("stopped")
+        assert stopped["body"]["reason"] == "pause"
+        [frame, *_] = await client.stack(stopped["body"]["threadId"])
+        loop = line_of(TRIO_FREE, "loop")
+        assert loop - 1 <= frame["line"] <= loop  # in the waiting loop
+        await disconnect(client)
 
 
 # -- attach: a pause that overtakes the program's configuration ----------------------
