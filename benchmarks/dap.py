@@ -92,7 +92,8 @@ DAPPER_FRESH = Contender(
     adapter=("-m", "dapper_trio", "dap"),
     launch=lambda python: {"python": [python]},
 )
-CONTENDERS = [DEBUGPY, DAPPER, DAPPER_FRESH, DAPPER_IN_PROCESS]
+OURS = [DAPPER, DAPPER_FRESH, DAPPER_IN_PROCESS]
+CONTENDERS = [DEBUGPY, *OURS]
 
 LAUNCH = "launch -> stop"
 NEXT_TRIO = "next, trio task"
@@ -291,7 +292,7 @@ def render(results: Results, repeat: int, steps: int) -> list[str]:
         " busy machine): "
         + ", ".join(
             f"{row} {column} {cpu_ratio(results, row, column)}"
-            for row in (DAPPER.name, DAPPER_IN_PROCESS.name)
+            for row in (contender.name for contender in OURS)
             for column in (COLD_CPU, COLD_TRIO)
         )
         + " (debugpy's processes are not all reaped by their parents, so"
@@ -299,7 +300,7 @@ def render(results: Results, repeat: int, steps: int) -> list[str]:
     ]
     if DEBUGPY.name not in results.unavailable:
         lines.append("")
-        for contender in (DAPPER, DAPPER_IN_PROCESS):
+        for contender in OURS:
             verdicts = []
             for column in COLUMNS:
                 ours = results.best(contender.name, column)
