@@ -575,16 +575,10 @@ class ConnectingAgent:
         poller.register(sock, select.POLLIN)
         poller.register(self._wake_read, select.POLLIN)
         while True:
-            for fd, _ in poller.poll():
-                if fd == self._wake_read:
-                    self._run_calls()
-                    continue
-                data = sock.recv(65536)
-                if not data:
-                    return
-                connection.decoder.feed(data)
-                while (frame := connection.decoder.next_frame()) is not None:
-                    self._on_frame(frame)
+            # What the decoder holds first: the read of the handshake's reply
+            # may have brought the adapter's first request along.
+            while (frame := connection.decoder.next_frame()) is not None:
+                self._on_frame(frame)
             if self._outgoing:
                 data, self._outgoing = b"".join(self._outgoing), []
                 sock.sendall(data)
@@ -593,6 +587,14 @@ class ConnectingAgent:
                 # Half-close: the adapter reads everything sent, sees the
                 # end and closes its side, which ends this loop.
                 sock.shutdown(socket.SHUT_WR)
+            for fd, _ in poller.poll():
+                if fd == self._wake_read:
+                    self._run_calls()
+                    continue
+                data = sock.recv(65536)
+                if not data:
+                    return
+                connection.decoder.feed(data)
 
     def _close_when_sent(self) -> None:
         self._closing = True

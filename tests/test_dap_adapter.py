@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -1393,6 +1394,80 @@ async def test_requests_a_running_program_cannot_answer_are_refused() -> None:
         loop = line_of(TRIO_FREE, "loop")
         assert loop - 1 <= frame["line"] <= loop  # in the waiting loop
         await disconnect(client)
+
+
+def test_a_request_that_comes_with_the_handshake_reply_is_answered(
+    tmp_path: Path,
+) -> None:
+    """The adapter may send its first request in the same write as its
+    handshake reply: the agent reads both at once, and must answer the
+    request it already holds rather than wait for more bytes.  (A stand-in
+    adapter here, on a plain socket, writes the two as one.)"""
+    from dapper_trio._targets import ADAPTER_ENV
+    from dapper_trio._wire import FrameDecoder, FrameKind, encode_frame
+
+    path = str(tmp_path / "adapter.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    server.settimeout(WAIT)
+    info = {
+        "address": f"unix:{path}",
+        "token": "t" * 64,
+        "target": {"kind": "script", "name": TRIO_FREE, "args": []},
+    }
+    env = {**os.environ, ADAPTER_ENV: json.dumps(info)}
+    debuggee = subprocess.Popen(
+        [sys.executable, "-c", "from dapper_trio._dap_agent import main; main()"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        conn, _ = server.accept()
+        conn.settimeout(WAIT)
+        decoder = FrameDecoder(peer="debuggee")
+
+        def next_frame() -> Any:
+            while (frame := decoder.next_frame()) is None:
+                data = conn.recv(65536)
+                assert data, "the debuggee closed the connection"
+                decoder.feed(data)
+            return frame
+
+        hello = next_frame()
+        assert hello.kind is FrameKind.HANDSHAKE
+        assert hello.payload["token"] == info["token"]
+        conn.sendall(
+            encode_frame(FrameKind.HANDSHAKE, {"ok": True, "name": "t", "pid": 1})
+            + encode_frame(
+                FrameKind.REQUEST,
+                {"id": 7, "method": "dap", "params": {"command": "threads"}},
+            )
+        )
+        answers = {}
+        while 7 not in answers:
+            frame = next_frame()
+            if frame.kind is FrameKind.REQUEST:  # the debuggee's "configure"
+                answers[frame.payload["method"]] = frame.payload["id"]
+            elif frame.kind is FrameKind.RESPONSE:
+                answers[frame.payload["id"]] = frame.payload
+        [thread] = answers[7]["result"]["threads"]
+        assert thread["name"] == "MainThread"
+        config = {"target": info["target"], "breakpoints": {}}
+        conn.sendall(
+            encode_frame(
+                FrameKind.RESPONSE, {"id": answers["configure"], "result": config}
+            )
+        )
+        while conn.recv(65536):  # its events, up to its half-close at the end
+            pass
+        conn.close()
+        assert debuggee.wait(timeout=WAIT) == 0
+    finally:
+        server.close()
+        if debuggee.poll() is None:
+            debuggee.kill()
+            debuggee.wait()
 
 
 # -- attach: a pause that overtakes the program's configuration ----------------------
