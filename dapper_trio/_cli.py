@@ -285,19 +285,25 @@ def _parse_listen(
 
 def _cmd_dap(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     listen = _parse_listen(parser, "dap", args)
-    spare = None
-    if listen is None:
-        # A spare debuggee for the client's launch, forked once trio and
-        # the modules the adapter and the debuggee share are imported, and
-        # before the server starts (see _spawn.fork_spare).  In the spare,
-        # this call runs the launched program and ends with SystemExit.
-        from . import _dap_backends  # noqa: F401
-        from ._spawn import fork_spare
+    if listen is not None:
+        from ._dap_server import run
 
-        spare = fork_spare(_preload_agent)
+        return run(listen)
+    # A spare debuggee for the client's launch, forked first: it imports
+    # the debugger (no trio) while the adapter answers the client's first
+    # requests, before the adapter imports trio (_dap_early); at
+    # configurationDone it runs the program.  In a spare, this call runs
+    # the launched program and ends with SystemExit (see _spawn.fork_spare).
+    from ._dap_early import answer_early
+    from ._spawn import fork_spare
+
+    spare = fork_spare(_preload_agent)
+    # (SIGTERM or SIGHUP before the server watches them still removes the
+    # socket bound early for the program: _sockets.)
+    early = answer_early(spare)
     from ._dap_server import run
 
-    return run(listen, spare=spare)
+    return run(spare=spare, early=early)
 
 
 def _preload_agent() -> None:

@@ -489,13 +489,23 @@ class ConnectingAgent:
         self._outgoing: list[bytes] = []
         self._closing = False
         self._finishing = False
+        self._initial_config: dict[str, Any] | None = None
         self._thread = threading.Thread(
             target=self._thread_main, name="dapper-trio dap agent", daemon=True
         )
 
-    def start(self) -> dict[str, Any]:
-        """Connect and return the configuration the adapter sends."""
+    def start(self, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Connect and return the configuration the adapter sends.
+
+        With *config* (the adapter gave it with the launch, ``_dap_early``)
+        this returns it at once and connects in the background; the
+        adapter's answer to "configure" is then applied only if the client
+        changed something meanwhile.
+        """
+        self._initial_config = config
         self._thread.start()
+        if config is not None:
+            return config
         try:
             result = self._config.get(timeout=CONFIG_TIMEOUT)
         except queue.Empty:
@@ -619,7 +629,10 @@ class ConnectingAgent:
     def _on_frame(self, frame: Frame) -> None:
         answer = answer_to_configure(frame)
         message = frame.payload
-        if answer is not None:
+        if answer is not None and self._initial_config is not None:
+            if isinstance(answer, dict) and answer != self._initial_config:
+                self.endpoint.submit("configure", answer, _ignore)
+        elif answer is not None:
             self._config.put(answer)
         elif frame.kind is FrameKind.REQUEST and type(message) is dict:
             self._on_request(message.get("id"), message.get("method"), message)
@@ -711,6 +724,10 @@ class ConnectingAgent:
         except OSError:
             pass  # stderr was a pipe to the adapter, which is gone
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _ignore(answer: Outcome) -> None:
+    return None
 
 
 class _Failure:
@@ -931,7 +948,7 @@ def run_agent(info: dict[str, Any]) -> NoReturn:
     session.debugger()  # the main thread's debugger is the main one
     agent = ConnectingAgent(endpoint, Address.parse(info["address"]), info["token"])
     try:
-        config = agent.start()
+        config = agent.start(info.get("config"))
         target = Target.from_dict(config["target"])
         stop_on_entry = bool(config.get("stop_on_entry", False))
         session.configure(config)

@@ -65,10 +65,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import trio
 
+from ._dap_early import HandOver
+from ._dap_launch import Launch, launch_env
 from ._dap_requests import RequestError
 from ._ipc import (
     Address,
@@ -80,7 +82,7 @@ from ._ipc import (
     new_token,
     open_listener,
 )
-from ._spawn import ForkedProcess, SpareDebuggee, startup_variables
+from ._spawn import ForkedProcess, SpareDebuggee
 from ._targets import ADAPTER_ENV
 
 #: Seconds a program gets to quit (``finally`` blocks run) after ``terminate``
@@ -104,30 +106,6 @@ class BackendHost(Protocol):
 
     async def configuration(self) -> dict[str, Any]:
         """The client's configuration, once ``configurationDone`` has come."""
-
-
-class Launch:
-    """What ``launch`` asked for, checked (see ``_dap_server.parse_launch``)."""
-
-    def __init__(
-        self,
-        *,
-        target: dict[str, Any],
-        cwd: str,
-        env: dict[str, str | None],
-        stop_on_entry: bool,
-        python: list[str] | None,
-        in_process: bool,
-        transport: Literal["unix", "tcp"],
-    ) -> None:
-        self.target = target
-        self.cwd = cwd
-        self.env = env
-        self.stop_on_entry = stop_on_entry
-        self.python = python or [sys.executable]
-        self.default_python = python is None
-        self.in_process = in_process
-        self.transport = transport
 
 
 def _remote_error(command: str, exc: RemoteCommandError) -> RequestError:
@@ -182,13 +160,22 @@ class ExternalProcessBackend(_ChannelBackend):
     default_terminate = True
 
     def __init__(
-        self, host: BackendHost, launch: Launch, spare: SpareDebuggee | None = None
+        self,
+        host: BackendHost,
+        launch: Launch,
+        spare: SpareDebuggee | None = None,
+        *,
+        handover: HandOver | None = None,
     ) -> None:
         super().__init__(host)
         self.launch = launch
         #: A process forked at the adapter's start-up to run this launch
         #: (``_spawn.fork_spare``); it must fit the launch (``spare_fits``).
         self.spare = spare
+        #: That process, already running this launch: it was handed it
+        #: before trio was imported (``_dap_early``), and connects to the
+        #: socket bound then.
+        self.handover = handover
         self.process: trio.Process | SpareProcess | None = None
         self.stopped = False
         self._disconnected = trio.Event()
@@ -197,28 +184,31 @@ class ExternalProcessBackend(_ChannelBackend):
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         launch = self.launch
-        token = new_token()
+        handover, self.handover = self.handover, None
+        token = handover.token if handover is not None else new_token()
         async with open_listener(
-            token=token, transport=launch.transport, name="dapper-trio dap adapter"
+            token=token,
+            transport=launch.transport,
+            name="dapper-trio dap adapter",
+            bound=handover.bound if handover is not None else None,
         ) as listener:
-            env = dict(os.environ)
-            env.setdefault("PYTHONUNBUFFERED", "1")
-            for key, value in launch.env.items():
-                if value is None:
-                    env.pop(key, None)
-                else:
-                    env[key] = value
-            info = {
-                "address": str(listener.address),
-                "token": token,
-                "target": launch.target,
-            }
             process: trio.Process | SpareProcess
-            spared = await self._hand_to_spare(env, info)
-            if spared is not None:
-                process = spared
+            if handover is not None:
+                process = SpareProcess(
+                    handover.process, handover.stdout, handover.stderr
+                )
             else:
-                process = await self._start_process(env, info)
+                env = launch_env(launch)
+                info = {
+                    "address": str(listener.address),
+                    "token": token,
+                    "target": launch.target,
+                }
+                spared = await self._hand_to_spare(env, info)
+                if spared is not None:
+                    process = spared
+                else:
+                    process = await self._start_process(env, info)
             self.process = process
             try:
                 self.host.post(
@@ -353,19 +343,6 @@ class ExternalProcessBackend(_ChannelBackend):
             os.killpg(process.pid, signal.SIGKILL)
         with trio.move_on_after(2.0):
             await self.exited.wait()
-
-
-def spare_fits(launch: Launch) -> bool:
-    """Whether the spare debuggee can run *launch* as a fresh process would.
-
-    Not if it names another interpreter, or if its ``env`` sets a variable
-    read at the interpreter's start-up (``_spawn.startup_variables``).
-    """
-    return (
-        launch.default_python
-        and not launch.in_process
-        and not startup_variables(launch.env)
-    )
 
 
 class SpareProcess:

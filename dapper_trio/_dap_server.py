@@ -67,16 +67,24 @@ from typing import Any
 
 import trio
 
-from . import _dap_lines
 from ._dap_backends import (
     AttachBackend,
     Backend,
     ExternalProcessBackend,
     InProcessBackend,
+)
+from ._dap_early import Early
+from ._dap_launch import (
+    CAPABILITIES,
     Launch,
+    breakpoints_requested,
+    check_breakpoints,
+    check_function_breakpoints,
+    exception_filters,
+    parse_launch,
     spare_fits,
 )
-from ._dap_requests import Arguments, RequestError, json_type
+from ._dap_requests import Arguments, RequestError
 from ._dap_wire import (
     DapMessage,
     DapProtocolError,
@@ -138,226 +146,11 @@ _FORWARDED: dict[str, tuple[tuple[str, type, bool], ...]] = {
 }
 _RESUMING = frozenset({"continue", "next", "stepIn", "stepOut"})
 
-#: The filters of ``setExceptionBreakpoints``, as ``initialize`` lists them
-#: (``_dap_exceptions`` implements them in the program).
-FILTERS: list[dict[str, Any]] = [
-    {
-        "filter": "raised",
-        "label": "Raised Exceptions",
-        "description": "Stop where an exception is raised in your code "
-        "(never for trio.Cancelled or sys.exit()).",
-        "default": False,
-    },
-    {
-        "filter": "uncaught",
-        "label": "Uncaught Exceptions",
-        "description": "Stop when an exception escapes the program.",
-        "default": True,
-    },
-    {
-        "filter": "userUnhandled",
-        "label": "User Uncaught Exceptions",
-        "description": "Stop where an exception escapes your code into trio "
-        "(a task's exception, before its nursery sees it).",
-        "default": False,
-    },
-]
-KNOWN_FILTERS = frozenset(entry["filter"] for entry in FILTERS)
-
-CAPABILITIES: dict[str, Any] = {
-    "supportsConfigurationDoneRequest": True,
-    "supportsFunctionBreakpoints": True,
-    "supportsConditionalBreakpoints": True,
-    "supportsHitConditionalBreakpoints": True,
-    "supportsLogPoints": True,
-    "supportsEvaluateForHovers": True,
-    "supportsSetVariable": True,
-    "supportsCompletionsRequest": True,
-    "completionTriggerCharacters": ["."],
-    "supportsExceptionInfoRequest": True,
-    "supportsLoadedSourcesRequest": True,
-    "supportsDelayedStackTraceLoading": True,
-    "supportsTerminateRequest": True,
-    "supportTerminateDebuggee": True,
-    "supportsCancelRequest": True,
-    "exceptionBreakpointFilters": FILTERS,
-}
-"""What ``initialize`` advertises: exactly what this adapter implements."""
-
 
 # -- breakpoints ---------------------------------------------------------------
 
 
-def _check_condition(spec: Mapping[str, Any]) -> str | None:
-    """Why *spec*'s condition or hit condition cannot work (None if they can)."""
-    condition = spec.get("condition")
-    if condition:
-        try:
-            compile(condition, "<condition>", "eval")
-        except SyntaxError as exc:
-            return f"condition {condition!r} is not an expression: {exc.msg}"
-    hit = spec.get("hitCondition")
-    if hit:
-        try:
-            _dap_lines.parse_hit_condition(hit)
-        except ValueError as exc:
-            return str(exc)
-    return None
-
-
-def _spec_strings(
-    command: str, entry: Mapping[str, Any], keys: tuple[str, ...]
-) -> dict[str, Any]:
-    spec = {key: entry[key] for key in keys if entry.get(key) is not None}
-    for key, value in spec.items():
-        if not isinstance(value, str):
-            raise RequestError(
-                f"{command}: {key!r} must be a string, not {json_type(value)}"
-            )
-    return spec
-
-
-def check_breakpoints(
-    path: str, requested: list[Any], first_id: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Check ``setBreakpoints`` entries against *path*'s source.
-
-    Returns (the response's Breakpoint objects, the specs to set in the
-    debuggee).  A line without code, a condition that does not compile or a
-    hit condition that does not parse makes that breakpoint unverified, with
-    a message; it is not set.
-    """
-    try:
-        lines: frozenset[int] | None = _dap_lines.file_code_lines(path)
-        problem = ""
-    except _dap_lines.SourceUnavailable as exc:
-        lines, problem = None, str(exc)
-    results: list[dict[str, Any]] = []
-    specs: list[dict[str, Any]] = []
-    for offset, entry in enumerate(requested):
-        if not isinstance(entry, dict) or not isinstance(entry.get("line"), int):
-            raise RequestError(
-                "setBreakpoints: each breakpoint needs an integer 'line'"
-            )
-        line = entry["line"]
-        result: dict[str, Any] = {
-            "id": first_id + offset,
-            "verified": False,
-            "line": line,
-            "source": {"path": path, "name": os.path.basename(path)},
-        }
-        results.append(result)
-        spec = _spec_strings(
-            "setBreakpoints", entry, ("condition", "hitCondition", "logMessage")
-        )
-        if lines is None:
-            result["message"] = problem
-            continue
-        if line not in lines:
-            result["message"] = f"line {line} of {os.path.basename(path)} holds no code"
-            continue
-        problem_here = _check_condition(spec)
-        if problem_here is not None:
-            result["message"] = problem_here
-            continue
-        result["verified"] = True
-        specs.append({"line": line, "id": result["id"], **spec})
-    return results, specs
-
-
-def check_function_breakpoints(
-    requested: list[dict[str, Any]], first_id: int
-) -> tuple[list[dict[str, Any]], list[tuple[int, dict[str, Any]]]]:
-    """Check ``setFunctionBreakpoints`` entries (their names are looked up later).
-
-    Returns (the response's Breakpoint objects, (index in it, spec) for each
-    spec to look up and set).  A condition that does not compile or a hit
-    condition that does not parse makes that breakpoint unverified.
-    """
-    results: list[dict[str, Any]] = []
-    specs: list[tuple[int, dict[str, Any]]] = []
-    for offset, entry in enumerate(requested):
-        name = entry.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise RequestError(
-                "setFunctionBreakpoints: each breakpoint needs a non-empty 'name'"
-            )
-        spec = {
-            "name": name,
-            "id": first_id + offset,
-            **_spec_strings(
-                "setFunctionBreakpoints", entry, ("condition", "hitCondition")
-            ),
-        }
-        result: dict[str, Any] = {"id": first_id + offset, "verified": False}
-        results.append(result)
-        problem = _check_condition(spec)
-        if problem is not None:
-            result["message"] = problem
-            continue
-        specs.append((offset, spec))
-    return results, specs
-
-
 # -- launch and attach arguments ----------------------------------------------
-
-
-def parse_launch(arguments: Arguments) -> Launch:
-    """Check what ``launch`` asked for."""
-    program = arguments.string("program")
-    module = arguments.string("module")
-    if (program is None) == (module is None):
-        raise RequestError("launch: give exactly one of 'program' and 'module'")
-    cwd = arguments.string("cwd") or os.getcwd()
-    if not os.path.isdir(cwd):
-        raise RequestError(f"launch: 'cwd' {cwd!r} is not a directory")
-    cwd = os.path.abspath(cwd)
-    if program is not None:
-        path = os.path.join(cwd, program)
-        if not os.path.isfile(path):
-            raise RequestError(f"launch: program {program!r} does not exist (in {cwd})")
-        target: dict[str, Any] = {"kind": "script", "name": os.path.abspath(path)}
-    else:
-        target = {"kind": "module", "name": module}
-    target["args"] = arguments.strings("args")
-    env = arguments.mapping("env")
-    for key, value in env.items():
-        if value is not None and not isinstance(value, str):
-            raise RequestError(f"launch: env[{key!r}] must be a string or null")
-    in_process = arguments.boolean("inProcess")
-    transport = arguments.string("ipcTransport") or "unix"
-    if transport not in ("unix", "tcp"):
-        raise RequestError(
-            f'launch: \'ipcTransport\' must be "unix" or "tcp", not {transport!r}'
-        )
-    python_value = arguments.raw.get("python")
-    python: list[str] | None
-    if python_value is None:
-        python = None
-    elif isinstance(python_value, str):
-        python = [python_value]
-    else:
-        python = arguments.strings("python")
-        if not python:
-            raise RequestError("launch: 'python' must not be empty")
-    if in_process and python is not None:
-        raise RequestError(
-            "launch: 'python' cannot be used with 'inProcess' (the program runs"
-            " in the adapter's own interpreter)"
-        )
-    if in_process and "ipcTransport" in arguments.raw:
-        raise RequestError(
-            "launch: 'ipcTransport' cannot be used with 'inProcess' (there is no IPC)"
-        )
-    return Launch(
-        target=target,
-        cwd=cwd,
-        env=env,
-        stop_on_entry=arguments.boolean("stopOnEntry"),
-        python=python,
-        in_process=in_process,
-        transport="tcp" if transport == "tcp" else "unix",
-    )
 
 
 def parse_attach(arguments: Arguments) -> tuple[Address, str]:
@@ -399,12 +192,22 @@ class DapServer:
     """One DAP session: a client on a pair of streams, at most one program."""
 
     def __init__(
-        self, send_stream: trio.abc.SendStream, *, spare: SpareDebuggee | None = None
+        self,
+        send_stream: trio.abc.SendStream,
+        *,
+        spare: SpareDebuggee | None = None,
+        early: Early | None = None,
     ) -> None:
         self._writer = DapWriter(send_stream)
         #: A process waiting to run a launched program (``_spawn.fork_spare``).
         self._spare = spare
-        self._factory = MessageFactory()
+        #: What was answered before trio was imported (``_dap_early``).
+        self._early = early
+        #: The spare, handed the launch early: the launch's, once replayed.
+        self._handover = early.handover if early is not None else None
+        #: Events not sent while the early requests are replayed (sent then).
+        self._muted: frozenset[str] = frozenset()
+        self._factory = MessageFactory(early.last_seq if early is not None else 0)
         self._in_flight: dict[int, trio.CancelScope] = {}
         self._config_lock = trio.Lock()
         self._configuration_done = trio.Event()
@@ -434,9 +237,16 @@ class DapServer:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._forward_events)
+                early, self._early = self._early, None
+                decoder = None
+                if early is not None:
+                    await self._replay(early)
+                    for message in early.unanswered:
+                        self._dispatch(message)
+                    decoder = early.decoder
                 try:
                     async with contextlib.aclosing(
-                        read_messages(receive_stream)
+                        read_messages(receive_stream, decoder)
                     ) as messages:
                         async for message in messages:
                             self._dispatch(message)
@@ -450,6 +260,24 @@ class DapServer:
                 nursery.cancel_scope.cancel()
         finally:
             self._discard_spare()
+
+    async def _replay(self, early: Early) -> None:
+        """Run the requests answered early through the handlers, in order,
+        sending nothing: the state is then what answering them here would
+        have made it.  The spare, if it was handed the launch, is the
+        launched backend's (``_on_launch``)."""
+        self._muted = frozenset({"process", "initialized"})
+        try:
+            for request in early.answered:
+                command: str = request["command"]
+                try:
+                    await self._handler(command)(
+                        Arguments(command, request.get("arguments"))
+                    )
+                except RequestError as exc:  # pragma: no cover - checked early
+                    logger.warning("replaying %s: %s", command, exc)
+        finally:
+            self._muted = frozenset()
 
     def _discard_spare(self) -> None:
         spare, self._spare = self._spare, None
@@ -567,8 +395,12 @@ class DapServer:
             raise RequestError("launch: a program is already running in this session")
         launch = parse_launch(arguments)
         backend: Backend
+        handover, self._handover = self._handover, None
         if launch.in_process:
             backend = InProcessBackend(self, launch)
+        elif handover is not None:
+            # Replaying the early answers: the spare runs this launch already.
+            backend = ExternalProcessBackend(self, launch, handover=handover)
         else:
             backend = ExternalProcessBackend(self, launch, self._take_spare(launch))
         await self._start(backend, launch)
@@ -601,18 +433,7 @@ class DapServer:
         return backend
 
     async def _on_setBreakpoints(self, arguments: Arguments) -> dict[str, Any]:
-        source = arguments.mapping("source")
-        path = source.get("path")
-        if not isinstance(path, str) or not path:
-            raise RequestError("setBreakpoints: 'source' needs a 'path' (a string)")
-        requested = arguments.raw.get("breakpoints")
-        if requested is None:
-            requested = [{"line": line} for line in arguments.raw.get("lines") or []]
-        if not isinstance(requested, list):
-            raise RequestError("setBreakpoints: 'breakpoints' must be an array")
-        path = os.path.normpath(path)  # noqa: ASYNC240 - no I/O, string work
-        if not os.path.isabs(path):
-            raise RequestError(f"setBreakpoints: source path {path!r} is not absolute")
+        path, requested = breakpoints_requested(arguments)
         async with self._config_lock:
             results, specs = check_breakpoints(
                 path, requested, self._next_breakpoint_id
@@ -697,24 +518,15 @@ class DapServer:
         )
 
     async def _on_setExceptionBreakpoints(self, arguments: Arguments) -> dict[str, Any]:
-        filters = arguments.strings("filters")
+        filters, answer = exception_filters(arguments.strings("filters"))
         async with self._config_lock:
-            self._exception_filters = [
-                name for name in filters if name in KNOWN_FILTERS
-            ]
+            self._exception_filters = filters
             backend = self._live_backend()
             if backend is not None:
                 await backend.request(
                     "setExceptionBreakpoints", {"filters": self._exception_filters}
                 )
-        return {
-            "breakpoints": [
-                {"verified": True}
-                if name in KNOWN_FILTERS
-                else {"verified": False, "message": f"unknown filter {name!r}"}
-                for name in filters
-            ]
-        }
+        return answer
 
     async def _on_threads(self, arguments: Arguments) -> dict[str, Any]:
         backend = self._backend
@@ -813,6 +625,8 @@ class DapServer:
 
     def post(self, event: str, body: Mapping[str, Any] | None = None) -> None:
         """Send *event* to the client, after every event posted before."""
+        if event in self._muted:
+            return  # sent before trio was imported (``_dap_early``)
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
             self._events_send.send_nowait((event, body))
 
@@ -860,7 +674,9 @@ class DapServer:
 # -- entry points ----------------------------------------------------------------
 
 
-async def serve_stdio(spare: SpareDebuggee | None = None) -> None:
+async def serve_stdio(
+    spare: SpareDebuggee | None = None, early: Early | None = None
+) -> None:
     """Speak DAP on this process's stdin and stdout until the session ends.
 
     Anything else writing to file descriptor 1 (a stray ``print``, a C
@@ -875,7 +691,7 @@ async def serve_stdio(spare: SpareDebuggee | None = None) -> None:
     stdin = trio.lowlevel.FdStream(os.dup(0))
     stdout = trio.lowlevel.FdStream(dap_out)
     async with stdin, stdout:
-        await _serve_until_signalled(DapServer(stdout, spare=spare), stdin)
+        await _serve_until_signalled(DapServer(stdout, spare=spare, early=early), stdin)
 
 
 async def _serve_until_signalled(
@@ -909,15 +725,19 @@ async def serve_tcp(host: str, port: int, *, announce: Callable[[str], None]) ->
 
 
 def run(
-    listen: tuple[str, int] | None = None, *, spare: SpareDebuggee | None = None
+    listen: tuple[str, int] | None = None,
+    *,
+    spare: SpareDebuggee | None = None,
+    early: Early | None = None,
 ) -> int:
     """``dapper-trio dap``: serve on stdio, or on TCP with *listen*.
 
-    *spare* (stdio only) is a process forked to run the first launch.
+    *spare* (stdio only) is a process forked to run the first launch;
+    *early*, what was answered on stdio before trio was imported.
     """
     if listen is None:
         try:
-            trio.run(serve_stdio, spare)
+            trio.run(serve_stdio, spare, early)
         finally:
             if spare is not None:
                 spare.discard()

@@ -80,11 +80,12 @@ import json
 import re
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeAlias
-
-import trio
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 from ._errors import DapperTrioError
+
+if TYPE_CHECKING:
+    import trio
 
 MAX_HEADER_SIZE = 8 * 1024
 """Largest header section, in bytes, its closing empty line included."""
@@ -434,8 +435,9 @@ class MessageFactory:
 
     __slots__ = ("_last_seq",)
 
-    def __init__(self) -> None:
-        self._last_seq = 0
+    def __init__(self, last_seq: int = 0) -> None:
+        #: Start after *last_seq*: another writer sent the messages before.
+        self._last_seq = last_seq
 
     @property
     def last_seq(self) -> int:
@@ -541,6 +543,8 @@ async def read_messages(
     finished; no message or byte is lost -- whatever was received and not
     yet yielded stays in *decoder*.
     """
+    import trio
+
     if decoder is None:
         decoder = DapDecoder()
     checkpointed = False
@@ -574,6 +578,8 @@ class DapWriter:
     __slots__ = ("_broken", "_lock", "_stream")
 
     def __init__(self, stream: trio.abc.SendStream) -> None:
+        import trio
+
         self._stream = stream
         self._lock = trio.Lock()
         self._broken = False
@@ -592,6 +598,8 @@ class DapWriter:
         every later send raises ``trio.BrokenResourceError``: close the
         stream.
         """
+        import trio
+
         data = encode_message(message)
         async with self._lock:
             if self._broken:

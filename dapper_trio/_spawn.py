@@ -292,10 +292,11 @@ def startup_variables(env: Mapping[str, object]) -> list[str]:
 def fork_spare(preload: Callable[[], object]) -> SpareDebuggee | None:
     """Fork a spare debuggee: a process that waits for a launch to run.
 
-    ``dapper-trio dap`` calls this before its server starts (trio imported,
-    not running; no thread; nothing read from stdin), so that the program a
-    client launches later skips the interpreter's start-up and the imports:
-    the spare makes them (*preload*) while the adapter starts up beside it.
+    ``dapper-trio dap`` calls this first thing (no trio imported, no thread,
+    nothing read from stdin), so that the program a client launches later
+    skips the interpreter's start-up and the imports: the spare makes them
+    (*preload*: the debugger, without trio) while the adapter answers the
+    client (``_dap_early``) and imports trio beside it.
     Returns None where that is not safe (another thread runs) or possible.
 
     In the child this call does not return: once handed a launch (see

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -1314,19 +1315,19 @@ async def kill_adapter_then_wait_for_end(client: Client, pid: int) -> None:
 # -- a launched program that does not use trio ----------------------------------
 
 
-async def test_a_program_without_trio_is_debugged_without_importing_it() -> None:
+@pytest.mark.parametrize("fresh", [False, True], ids=["spare", "fresh"])
+async def test_a_program_without_trio_is_debugged_without_importing_it(
+    fresh: bool,
+) -> None:
     """A launched debuggee's agent speaks plain sockets: a program that never
-    imports trio finds none loaded, and everything works without it.
-
-    A fresh interpreter (an explicit ``python``); the spare is forked from
-    the adapter, which has trio imported already.
+    imports trio finds none loaded, and everything works without it -- in
+    the spare too, which is forked before the adapter imports trio.
     """
     stop = line_of(TRIO_FREE, "stop")
+    extra: dict[str, Any] = {"python": sys.executable} if fresh else {}
     async with open_adapter() as client:
         [verdict] = await client.launch(
-            TRIO_FREE,
-            {TRIO_FREE: [{"line": stop}]},
-            python=sys.executable,
+            TRIO_FREE, {TRIO_FREE: [{"line": stop}]}, **extra
         )
         assert verdict["verified"]
         stopped = await client.event("stopped")
@@ -1468,6 +1469,122 @@ def test_a_request_that_comes_with_the_handshake_reply_is_answered(
         if debuggee.poll() is None:
             debuggee.kill()
             debuggee.wait()
+
+
+# -- the answers given before the adapter imports trio (_dap_early) ---------------
+
+
+async def test_the_launch_sequence_answered_early_numbers_every_message() -> None:
+    """initialize, launch, breakpoints, configurationDone: the answers the
+    adapter gives before it has imported trio are the server's (checks and
+    all), and its messages are numbered 1, 2, 3... across the hand-over."""
+    stop = line_of(TRIO_FREE, "stop")
+    async with open_adapter() as client:
+        capabilities = await client.request("initialize", {"adapterID": "t"})
+        assert capabilities["body"]["supportsConfigurationDoneRequest"]
+        await client.request("launch", {"program": TRIO_FREE})
+        await client.event("initialized")
+        breakpoints = await client.request(
+            "setBreakpoints",
+            {
+                "source": {"path": TRIO_FREE},
+                "breakpoints": [
+                    {"line": 3},
+                    {"line": stop},
+                    {"line": stop, "condition": "+"},
+                ],
+            },
+        )
+        verdicts = breakpoints["body"]["breakpoints"]
+        assert [v["verified"] for v in verdicts] == [False, True, False]
+        assert [v["id"] for v in verdicts] == [1, 2, 3]
+        assert "holds no code" in verdicts[0]["message"]
+        assert "not an expression" in verdicts[2]["message"]
+        filters = await client.request(
+            "setExceptionBreakpoints", {"filters": ["raised", "nonsense"]}
+        )
+        assert [f["verified"] for f in filters["body"]["breakpoints"]] == [True, False]
+        await client.request("configurationDone")
+        stopped = await client.event("stopped")
+        [frame, *_] = await client.stack(stopped["body"]["threadId"])
+        assert frame["line"] == stop
+        # Breakpoint ids go on from the early ones.
+        again = await client.request(
+            "setBreakpoints", {"source": {"path": TRIO_FREE}, "lines": [stop]}
+        )
+        assert [v["id"] for v in again["body"]["breakpoints"]] == [4]
+        await disconnect(client)
+        seqs = [m["seq"] for m in client.messages]
+        assert seqs == list(range(1, len(seqs) + 1)), seqs
+
+
+async def test_requests_not_answered_early_are_the_server_s_and_it_goes_on() -> None:
+    """A function breakpoint (the program looks it up) and a bad request
+    after ``launch``: the server replays what was answered early, answers
+    these itself, and the program stops where it should."""
+    stop = line_of(TRIO_FREE, "stop")
+    async with open_adapter() as client:
+        await client.request("initialize", {"adapterID": "t"})
+        await client.request("launch", {"program": TRIO_FREE})
+        bad = await client.response(
+            await client.send(
+                "setBreakpoints",
+                {"source": {"path": "relative.py"}, "breakpoints": [{"line": 1}]},
+            )
+        )
+        assert not bad["success"]
+        assert "not absolute" in bad["message"], bad
+        functions = await client.request(
+            "setFunctionBreakpoints", {"breakpoints": [{"name": "no_such_function"}]}
+        )
+        [verdict] = functions["body"]["breakpoints"]
+        assert not verdict["verified"]
+        answer = await client.request(
+            "setBreakpoints", {"source": {"path": TRIO_FREE}, "lines": [stop]}
+        )
+        assert answer["body"]["breakpoints"][0]["verified"]
+        await client.request("configurationDone")
+        stopped = await client.event("stopped")
+        [frame, *_] = await client.stack(stopped["body"]["threadId"])
+        assert frame["line"] == stop
+        await disconnect(client)
+
+
+async def test_a_breakpoint_set_right_after_configuration_done_stops() -> None:
+    """The program starts at configurationDone, before the adapter serves
+    its connection: a breakpoint set at once is still the program's (in the
+    answer to its "configure", or forwarded once it is connected)."""
+    loop = line_of(TRIO_FREE, "loop")
+    async with open_adapter() as client:
+        await client.launch(TRIO_FREE, args=["wait"])
+        answer = await client.request(
+            "setBreakpoints", {"source": {"path": TRIO_FREE}, "lines": [loop]}
+        )
+        assert answer["body"]["breakpoints"][0]["verified"]
+        stopped = await client.event("stopped")
+        assert stopped["body"]["reason"] == "breakpoint"
+        [frame, *_] = await client.stack(stopped["body"]["threadId"])
+        assert frame["line"] == loop
+        await disconnect(client)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+async def test_a_signal_right_after_configuration_done_leaves_nothing_behind(
+    signum: int,
+) -> None:
+    """SIGTERM or SIGHUP while the adapter may still be importing trio, the
+    program already started: the adapter ends, the program with it, and the
+    socket bound for the program is gone (the fixture checks the runtime
+    directory and the processes)."""
+    async with open_adapter() as client:
+        await client.launch(TRIO_FREE, args=["wait"])
+        started = await client.event("process")
+        client.process.send_signal(signum)
+        pid = started["body"]["systemProcessId"]
+        with trio.fail_after(WAIT):
+            await client.process.wait()
+            while process_state(pid) not in (None, "Z"):
+                await trio.sleep(0.05)
 
 
 # -- attach: a pause that overtakes the program's configuration ----------------------

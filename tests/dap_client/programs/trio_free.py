@@ -1,5 +1,5 @@
-"""A program that never imports trio: says whether its debugger did, then
-counts until it is told to stop (a file) or for a minute."""
+"""A program that never imports trio: says whether its debugger did; then,
+given an argument, waits (a minute at most) to be paused or ended."""
 
 import sys
 import time
