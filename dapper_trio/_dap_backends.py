@@ -78,6 +78,7 @@ from ._ipc import (
     ConnectionLost,
     HandshakeError,
     RemoteCommandError,
+    bind_listening_socket,
     connect,
     new_token,
     open_listener,
@@ -185,12 +186,18 @@ class ExternalProcessBackend(_ChannelBackend):
     ) -> None:
         launch = self.launch
         handover, self.handover = self.handover, None
-        token = handover.token if handover is not None else new_token()
+        if handover is not None:
+            token, bound = handover.token, handover.bound
+        else:
+            token = new_token()
+            try:
+                bound = bind_listening_socket(transport=launch.transport)
+            except OSError as exc:
+                raise RequestError(
+                    f"launch: cannot listen for the program's connection: {exc}"
+                ) from None
         async with open_listener(
-            token=token,
-            transport=launch.transport,
-            name="dapper-trio dap adapter",
-            bound=handover.bound if handover is not None else None,
+            token=token, name="dapper-trio dap adapter", bound=bound
         ) as listener:
             process: trio.Process | SpareProcess
             if handover is not None:

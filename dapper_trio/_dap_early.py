@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +93,8 @@ class _Answerer:
         self.factory = MessageFactory()
         self.early = Early()
         self.launch: Launch | None = None
+        #: The socket bound at ``launch``, until the spare is handed it.
+        self.bound: BoundSocket | None = None
         self.breakpoints: dict[str, list[dict[str, Any]]] = {}
         self.next_breakpoint_id = 1
         self.exception_filters = ["uncaught"]
@@ -111,6 +113,10 @@ class _Answerer:
             body = self._body(command, arguments)
         except (RequestError, _NotHere):
             return False
+        except OSError:
+            raise  # the client is gone (writing to it failed)
+        except Exception:  # the server answers it, with its error
+            return False
         self.early.answered.append(message)
         self._send(self.factory.response(message, body))
         return True
@@ -126,6 +132,12 @@ class _Answerer:
             launch = parse_launch(arguments)
             if not spare_fits(launch):
                 raise _NotHere
+            try:
+                # Where the program will connect; bound now, so that a
+                # failure is the server's to report, in answer to launch.
+                self.bound = bind_listening_socket(transport=launch.transport)
+            except OSError:
+                raise _NotHere from None
             self.launch = launch
             self._send(
                 self.factory.event(
@@ -157,9 +169,9 @@ class _Answerer:
         raise _NotHere
 
     def _hand_over(self, launch: Launch) -> None:
-        spare = self.spare
+        spare, bound = self.spare, self.bound
         assert spare is not None
-        bound = bind_listening_socket(transport=launch.transport)
+        assert bound is not None
         token = new_token()
         info = {
             "address": str(bound.address),
@@ -181,15 +193,27 @@ class _Answerer:
         except OSError:
             # The spare is gone: the server's replay of the launch starts
             # a fresh process, which asks for its configuration.
-            bound.close()
             return
         self.early.handover = HandOver(process, stdout, stderr, bound, token)
+        self.bound = None
 
     def _send(self, message: Mapping[str, Any]) -> None:
         data = memoryview(encode_message(message))
         self.early.last_seq = self.factory.last_seq
         while data:
             data = data[os.write(self.write_fd, data) :]
+
+
+@contextlib.contextmanager
+def _closing_unused(answerer: _Answerer) -> Iterator[None]:
+    """Close the socket bound at ``launch`` if no spare was handed it: the
+    server's replay of the launch binds its own."""
+    try:
+        yield
+    finally:
+        if answerer.bound is not None:
+            answerer.bound.close()
+            answerer.bound = None
 
 
 class _NotHere(Exception):
@@ -207,7 +231,7 @@ def answer_early(
     answerer = _Answerer(spare, write_fd)
     early = answerer.early
     decoder = early.decoder
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError), _closing_unused(answerer):
         while True:
             try:
                 message = decoder.next_message()

@@ -1587,6 +1587,27 @@ async def test_a_signal_right_after_configuration_done_leaves_nothing_behind(
                 await trio.sleep(0.05)
 
 
+async def test_a_launch_that_cannot_listen_is_refused_and_the_session_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No socket can be made for the program (its runtime directory does
+    not exist): ``launch`` gets an error naming why, and the adapter goes on
+    serving (it ended with a traceback before)."""
+    monkeypatch.setenv("DAPPER_TRIO_RUNTIME_DIR", "/nonexistent/runtime-dir")
+    async with open_adapter() as client:
+        await client.request("initialize", {"adapterID": "t"})
+        refused = await client.response(
+            await client.send("launch", {"program": TRIO_FREE})
+        )
+        assert not refused["success"]
+        assert "cannot listen for the program" in refused["message"], refused
+        assert "/nonexistent/runtime-dir" in refused["message"]
+        threads = await client.request("threads")
+        assert threads["body"]["threads"] == []
+        await disconnect(client)
+        assert client.process.returncode == 0
+
+
 # -- attach: a pause that overtakes the program's configuration ----------------------
 
 
