@@ -1392,8 +1392,8 @@ async def test_requests_a_running_program_cannot_answer_are_refused() -> None:
         stopped = await client.event("stopped")
         assert stopped["body"]["reason"] == "pause"
         [frame, *_] = await client.stack(stopped["body"]["threadId"])
-        loop = line_of(TRIO_FREE, "loop")
-        assert loop - 1 <= frame["line"] <= loop  # in the waiting loop
+        loop, tick = line_of(TRIO_FREE, "loop"), line_of(TRIO_FREE, "tick")
+        assert frame["line"] in (loop, loop + 1, tick)  # in the waiting loop
         await disconnect(client)
 
 
@@ -1553,18 +1553,21 @@ async def test_requests_not_answered_early_are_the_server_s_and_it_goes_on() -> 
 async def test_a_breakpoint_set_right_after_configuration_done_stops() -> None:
     """The program starts at configurationDone, before the adapter serves
     its connection: a breakpoint set at once is still the program's (in the
-    answer to its "configure", or forwarded once it is connected)."""
-    loop = line_of(TRIO_FREE, "loop")
+    answer to its "configure", or forwarded once it is connected), from the
+    next call of the function that holds it.  (Before 3.12, a frame already
+    running when the breakpoint comes, in a program without trio, does not
+    see it: see docs/editors.md, known limits.)"""
+    tick = line_of(TRIO_FREE, "tick")
     async with open_adapter() as client:
         await client.launch(TRIO_FREE, args=["wait"])
         answer = await client.request(
-            "setBreakpoints", {"source": {"path": TRIO_FREE}, "lines": [loop]}
+            "setBreakpoints", {"source": {"path": TRIO_FREE}, "lines": [tick]}
         )
         assert answer["body"]["breakpoints"][0]["verified"]
         stopped = await client.event("stopped")
         assert stopped["body"]["reason"] == "breakpoint"
         [frame, *_] = await client.stack(stopped["body"]["threadId"])
-        assert frame["line"] == loop
+        assert frame["line"] == tick
         await disconnect(client)
 
 
