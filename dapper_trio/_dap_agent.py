@@ -490,6 +490,7 @@ class ConnectingAgent:
         self._closing = False
         self._finishing = False
         self._initial_config: dict[str, Any] | None = None
+        self._name = f"dap debuggee pid {os.getpid()}"
         self._thread = threading.Thread(
             target=self._thread_main, name="dapper-trio dap agent", daemon=True
         )
@@ -498,11 +499,22 @@ class ConnectingAgent:
         """Connect and return the configuration the adapter sends.
 
         With *config* (the adapter gave it with the launch, ``_dap_early``)
-        this returns it at once and connects in the background; the
-        adapter's answer to "configure" is then applied only if the client
-        changed something meanwhile.
+        this returns it once connected, which the listener's backlog allows
+        before the adapter serves: the handshake is made in the background,
+        and the adapter's answer to "configure" is then applied only if the
+        client changed something meanwhile.  LaunchError if the adapter
+        cannot be reached.
         """
         self._initial_config = config
+        # What the program posts from now on waits for the connection.
+        self.endpoint.bind(self, self._queue_event)
+        try:
+            self._connection = PlainConnection.connect(
+                self.address, name=self._name, timeout=CONFIG_TIMEOUT
+            )
+        except OSError as exc:
+            self._end_calls()
+            raise LaunchError(f"cannot reach the adapter: {exc}") from exc
         self._thread.start()
         if config is not None:
             return config
@@ -555,29 +567,28 @@ class ConnectingAgent:
 
     def _thread_main(self) -> None:
         self.endpoint.session.own_threads.add(threading.get_ident())
-        self.endpoint.bind(self, self._queue_event)
+        connection = self._connection
+        assert connection is not None
         why: object = "the adapter closed the connection"
         try:
-            self._connection = PlainConnection.open(
-                self.address,
-                token=self.token,
-                name=f"dap debuggee pid {os.getpid()}",
-                timeout=CONFIG_TIMEOUT,
-            )
-            self._connection.send(CONFIGURE_REQUEST)
-            self._serve(self._connection)
+            connection.handshake(self.token, self._name)
+            connection.send(CONFIGURE_REQUEST)
+            self._serve(connection)
         except BaseException as exc:
             self._config.put(exc)
             why = exc
+        self._end_calls()
+        connection.sock.close()
+        if not self._finishing:
+            self._adapter_lost(why)
+
+    def _end_calls(self) -> None:
+        """Take no more calls; nothing is delivered from now on."""
         with self._calls_lock:
             self._ended = True
             for fd in (self._wake_read, self._wake_write):
                 os.close(fd)
         self.endpoint.unbind()
-        if self._connection is not None:
-            self._connection.sock.close()
-        if not self._finishing:
-            self._adapter_lost(why)
 
     def _serve(self, connection: PlainConnection) -> None:
         sock = connection.sock

@@ -71,13 +71,15 @@ def answer_to_configure(frame: Frame) -> Any:
 class PlainConnection:
     """A connected, welcomed socket to an IPC listener, and its frame decoder.
 
-    ``open`` connects and makes the handshake (bounded by *timeout*);
-    ``receive`` blocks for the next frame; ``send`` may be called from any
-    thread holding no lock of the caller's that ``receive``'s thread needs.
+    ``open`` connects and makes the handshake (bounded by *timeout*), or
+    ``connect`` then ``handshake``; ``receive`` blocks for the next frame;
+    ``send`` may be called from any thread holding no lock of the caller's
+    that ``receive``'s thread needs.
     """
 
-    def __init__(self, sock: socket.socket, peer: str) -> None:
+    def __init__(self, sock: socket.socket, peer: str, address: Address) -> None:
         self.sock = sock
+        self.address = address
         self.decoder = FrameDecoder(peer=peer, max_frame_size=DEFAULT_MAX_FRAME_SIZE)
 
     @classmethod
@@ -87,6 +89,21 @@ class PlainConnection:
         """Connect to *address* and prove *token*; ConnectionError if refused.
 
         OSError if it cannot be reached.
+        """
+        connection = cls.connect(address, name=name, timeout=timeout)
+        try:
+            connection.handshake(token, name)
+        except BaseException:
+            connection.sock.close()
+            raise
+        return connection
+
+    @classmethod
+    def connect(cls, address: Address, *, name: str, timeout: float) -> PlainConnection:
+        """Connect to *address* (OSError if it cannot be reached); no handshake.
+
+        A listener's backlog takes the connection before the listener
+        serves it: this returns at once if *address* listens at all.
         """
         if address.transport == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -99,15 +116,16 @@ class PlainConnection:
         try:
             sock.settimeout(timeout)
             sock.connect(target)
-            connection = cls(sock, f"{name}'s peer at {address}")
-            connection._handshake(address, token, name)
-            sock.settimeout(None)
         except BaseException:
             sock.close()
             raise
-        return connection
+        return cls(sock, f"{name}'s peer at {address}", address)
 
-    def _handshake(self, address: Address, token: str, name: str) -> None:
+    def handshake(self, token: str, name: str) -> None:
+        """Prove *token* (within the timeout given to ``connect``);
+        ConnectionError if refused.  The caller closes the socket if it
+        fails."""
+        address = self.address
         hello = {
             "protocol": PROTOCOL_VERSION,
             "token": token,
@@ -122,6 +140,7 @@ class PlainConnection:
         if type(payload) is not dict or payload.get("ok") is not True:
             why = payload.get("error") if type(payload) is dict else payload
             raise ConnectionError(f"{address} refused the connection: {why}")
+        self.sock.settimeout(None)
 
     def receive(self) -> Frame | None:
         """The next frame; None at the end of the stream.
