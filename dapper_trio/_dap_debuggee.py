@@ -496,6 +496,8 @@ class DapSession(DebugSession):
         self.quit_at_next_stop = False
         #: The endpoint sent SIGINT to pause for a client.
         self.pause_signal_sent = False
+        #: Functions for the main thread, run by the SIGINT handler.
+        self._main_calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._exception: (
             tuple[BaseException, str, types.TracebackType | None] | None
         ) = None
@@ -571,7 +573,37 @@ class DapSession(DebugSession):
         finally:
             self.note_exception(None, "")
 
+    def supervise(self, *, sigint: bool = True) -> None:
+        super().supervise(sigint=sigint)
+        if (
+            self.supervise_sigint
+            and threading.current_thread() is threading.main_thread()
+        ):
+            # Outside trio, the program's main thread is reached through
+            # SIGINT: a breakpoint an editor sets while a frame of that
+            # thread already runs the function is traced there (before
+            # 3.12 only that thread can switch its tracing on).
+            self.outside_trio = (threading.get_ident(), self._in_main_thread)
+            if _tracing.program_thread is None:
+                _tracing.program_thread = self.outside_trio
+
+    def _in_main_thread(self, function: Callable[[], None]) -> None:
+        """Run *function* in the main thread soon (from the SIGINT handler,
+        once the running bytecode or system call lets it)."""
+        self._main_calls.put(function)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
     def _on_sigint(self, signum: int, frame: types.FrameType | None) -> None:
+        ran = False
+        while True:
+            try:
+                call = self._main_calls.get_nowait()
+            except queue.Empty:
+                break
+            call()
+            ran = True
+        if ran and not self.pause_signal_sent:
+            return  # the signal was ours (a Ctrl-C at the same time is lost)
         # With no client attached, nobody could serve a pause: Ctrl-C is
         # the program's (``dapper-trio run --listen`` at a terminal) -- unless
         # the signal is a client's pause on its way (``pause_signal_sent``).

@@ -163,6 +163,9 @@ class DebugSession:
     def __init__(self, *, process_name: str | None = None) -> None:
         self.process_name = process_name or _default_process_name()
         self.supervise_sigint = False
+        #: The program's thread, and how to run a function there, while no
+        #: trio run is on (``_tracing.program_thread``); None: no way.
+        self.outside_trio: _tracing.ProgramThread | None = None
         self.disabled = False
         self.quit_requested = False
         self.instrument = SessionInstrument(self)
@@ -508,7 +511,7 @@ class DebugSession:
 
     def _run_finished(self) -> None:
         self._token = None
-        _tracing.program_thread = None
+        _tracing.program_thread = self.outside_trio
         if threading.current_thread() is not threading.main_thread():
             return
         if signal.getsignal(signal.SIGINT) == self._on_sigint:

@@ -164,9 +164,12 @@ def hit(frame: types.FrameType, line: int, line_event: bool = False) -> None:
 _instrument.handler = hit
 
 
-#: The thread running the program's trio loop, and how to run a function
-#: there soon (the session sets it while a trio run is on).
-program_thread: tuple[int, Callable[[Callable[[], None]], object]] | None = None
+#: A thread, and how to run a function there soon.
+ProgramThread = tuple[int, Callable[[Callable[[], None]], object]]
+#: The thread running the program's trio loop (the session sets it while a
+#: trio run is on), or the program's main thread outside trio where the
+#: session can reach it (``DebugSession.outside_trio``).
+program_thread: ProgramThread | None = None
 
 
 class _LegacyOnly:

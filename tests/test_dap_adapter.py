@@ -142,6 +142,13 @@ class Client:
         frames: list[Message] = response["body"]["stackFrames"]
         return frames
 
+    async def stop(self, after: int = 0) -> tuple[Message, Message]:
+        """The next ``stopped`` event (from index *after* on) and the top
+        frame of the thread it names."""
+        stopped = await self.event("stopped", after=after)
+        [frame, *_] = await self.stack(stopped["body"]["threadId"])
+        return stopped, frame
+
     async def locals(self, frame_id: int) -> dict[str, str]:
         scopes = await self.request("scopes", {"frameId": frame_id})
         reference = scopes["body"]["scopes"][0]["variablesReference"]
@@ -1505,8 +1512,7 @@ async def test_the_launch_sequence_answered_early_numbers_every_message() -> Non
         )
         assert [f["verified"] for f in filters["body"]["breakpoints"]] == [True, False]
         await client.request("configurationDone")
-        stopped = await client.event("stopped")
-        [frame, *_] = await client.stack(stopped["body"]["threadId"])
+        _, frame = await client.stop()
         assert frame["line"] == stop
         # Breakpoint ids go on from the early ones.
         again = await client.request(
@@ -1544,8 +1550,7 @@ async def test_requests_not_answered_early_are_the_server_s_and_it_goes_on() -> 
         )
         assert answer["body"]["breakpoints"][0]["verified"]
         await client.request("configurationDone")
-        stopped = await client.event("stopped")
-        [frame, *_] = await client.stack(stopped["body"]["threadId"])
+        _, frame = await client.stop()
         assert frame["line"] == stop
         await disconnect(client)
 
@@ -1553,10 +1558,7 @@ async def test_requests_not_answered_early_are_the_server_s_and_it_goes_on() -> 
 async def test_a_breakpoint_set_right_after_configuration_done_stops() -> None:
     """The program starts at configurationDone, before the adapter serves
     its connection: a breakpoint set at once is still the program's (in the
-    answer to its "configure", or forwarded once it is connected), from the
-    next call of the function that holds it.  (Before 3.12, a frame already
-    running when the breakpoint comes, in a program without trio, does not
-    see it: see docs/editors.md, known limits.)"""
+    answer to its "configure", or forwarded once it is connected)."""
     tick = line_of(TRIO_FREE, "tick")
     async with open_adapter() as client:
         await client.launch(TRIO_FREE, args=["wait"])
@@ -1564,10 +1566,42 @@ async def test_a_breakpoint_set_right_after_configuration_done_stops() -> None:
             "setBreakpoints", {"source": {"path": TRIO_FREE}, "lines": [tick]}
         )
         assert answer["body"]["breakpoints"][0]["verified"]
-        stopped = await client.event("stopped")
+        stopped, frame = await client.stop()
         assert stopped["body"]["reason"] == "breakpoint"
-        [frame, *_] = await client.stack(stopped["body"]["threadId"])
         assert frame["line"] == tick
+        await disconnect(client)
+
+
+async def test_a_breakpoint_in_a_frame_already_running_stops() -> None:
+    """A program without trio loops at module level; a breakpoint set on
+    the loop's body stops in that running frame, on every backend (before
+    3.12 the program's thread switches its own tracing on, reached through
+    SIGINT like a pause)."""
+    body = line_of(TRIO_FREE, "loop") + 1
+    async with open_adapter() as client:
+        await client.launch(TRIO_FREE, args=["wait"])
+        await client.wait_for(
+            lambda m: (
+                m.get("event") == "output" and "trio at start" in m["body"]["output"]
+            )
+        )
+        await trio.sleep(0.2)  # well inside the loop
+        answer = await client.request(
+            "setBreakpoints", {"source": {"path": TRIO_FREE}, "lines": [body]}
+        )
+        assert answer["body"]["breakpoints"][0]["verified"]
+        stopped, frame = await client.stop()
+        assert stopped["body"]["reason"] == "breakpoint"
+        assert (frame["line"], frame["name"]) == (body, "<module>")
+        # Cleared, then continued: only a pause stops it again.
+        await client.request(
+            "setBreakpoints", {"source": {"path": TRIO_FREE}, "breakpoints": []}
+        )
+        mark = client.mark()
+        await client.request("continue", {"threadId": stopped["body"]["threadId"]})
+        await client.request("pause", {"threadId": stopped["body"]["threadId"]})
+        paused = await client.event("stopped", after=mark)
+        assert paused["body"]["reason"] == "pause"
         await disconnect(client)
 
 
