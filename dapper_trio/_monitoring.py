@@ -14,10 +14,11 @@ current stop information needs (see ``_tracing`` for the three modes):
 
 * breakpoints: LINE events, *locally*, on the code objects holding a
   breakpoint line (or starting on one: a function breakpoint).  Code objects
-  are found when breakpoints change (functions on the heap, frames on every
-  thread's stack and in suspended coroutines) and, for code that runs later,
-  by PY_START/PY_RESUME events that look at each code object once and switch
-  themselves off for it (``DISABLE``).  A LINE event on a line without a
+  are found when breakpoints change (the frames on every thread's stack) and,
+  for code that starts, resumes (a suspended coroutine) or has an exception
+  thrown in later, by PY_START/PY_RESUME/PY_THROW events that look at each
+  code object once and switch themselves off for it (``DISABLE``; a
+  breakpoint change switches them all on again).  A LINE event on a line without a
   breakpoint switches itself off too.  So a program whose breakpoints are
   somewhere else runs without a single callback once each code object has
   been seen.
@@ -61,7 +62,6 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _frames, _instrument, _tracing
-from ._heap import live_objects
 
 if TYPE_CHECKING:
     from ._engine import TaskAwareBdb
@@ -95,7 +95,9 @@ if monitoring is not None:
     )
     NEXT_LOCAL_EVENTS = _E.LINE | _E.PY_RETURN | _E.PY_YIELD | _E.PY_RESUME
     NEXT_GLOBAL_EVENTS = _E.PY_UNWIND | _E.RAISE
-    DISCOVERY_EVENTS = _E.PY_START | _E.PY_RESUME
+    # (PY_THROW is not a local event: it cannot be switched off per code
+    # object, but only a throw() into a suspended generator raises it.)
+    DISCOVERY_EVENTS = _E.PY_START | _E.PY_RESUME | _E.PY_THROW
 else:  # pragma: no cover - Python < 3.12
     DISABLE = None
     STEP_EVENTS = NEXT_LOCAL_EVENTS = NEXT_GLOBAL_EVENTS = DISCOVERY_EVENTS = 0
@@ -103,13 +105,6 @@ else:  # pragma: no cover - Python < 3.12
 
 def _code_lines(code: types.CodeType) -> frozenset[int]:
     return frozenset(line for _, _, line in code.co_lines() if line is not None)
-
-
-def _walk_code(code: types.CodeType) -> Iterator[types.CodeType]:
-    yield code
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            yield from _walk_code(const)
 
 
 class MonitoringTracer:
@@ -320,36 +315,25 @@ class MonitoringTracer:
         return 0 if entry is None else entry[1]
 
     def _live_codes(self) -> Iterator[types.CodeType]:
-        """Code objects of the breakpoint files that exist now."""
+        """Code objects of the breakpoint files that frames are running now.
+
+        Only the frames on every thread's stack: their code is past its
+        PY_START.  Any other code object is found when it starts, resumes
+        or has an exception thrown in (the discovery events, which a
+        breakpoint change re-arms everywhere with ``restart_events``), and
+        before its next line runs -- a suspended coroutine included.  The
+        heap is not walked: in a debuggee about to start its program that
+        walk was most of setting a breakpoint (~10 ms, and more in a big
+        program, all of it while the program waits).
+        """
         if not self._files:
             return
         wanted = self._files
-        for obj in live_objects():
-            kind = type(obj)
-            if kind is types.FunctionType:
-                code = obj.__code__
-            elif kind in (
-                types.CoroutineType,
-                types.GeneratorType,
-                types.AsyncGeneratorType,
-            ):
-                frame = (
-                    getattr(obj, "cr_frame", None)
-                    or getattr(obj, "gi_frame", None)
-                    or getattr(obj, "ag_frame", None)
-                )
-                if frame is None:
-                    continue
-                code = frame.f_code
-            else:
-                continue
-            if self._canonical(code.co_filename) in wanted:
-                yield from _walk_code(code)
         for top in sys._current_frames().values():
             node: types.FrameType | None = top
             while node is not None:
                 if self._canonical(node.f_code.co_filename) in wanted:
-                    yield from _walk_code(node.f_code)
+                    yield node.f_code
                 node = node.f_back
 
     def _apply(self, *, restart: bool = False) -> None:
@@ -464,6 +448,9 @@ class MonitoringTracer:
         return None
 
     def _on_throw(self, code: types.CodeType, offset: int, exc: BaseException) -> Any:
+        if self._files and id(code) not in self._line_sets:
+            with self._lock:
+                self._consider(code)
         debugger = self._steppers.get(_get_ident())
         if debugger is not None:
             self._dispatch(debugger, debugger.dispatch_call, sys._getframe(1), None)

@@ -271,10 +271,11 @@ def test_breakpoint_in_another_file_installs_no_tracing(
     if backend == "monitoring":
         # As designed (_monitoring): while breakpoints exist, only the
         # discovery events are global; each code object is looked at once
-        # and then reports nothing, so a warmed-up loop makes no callback.
+        # and then reports nothing, so a warmed-up loop makes no callback
+        # (PY_THROW comes only from a throw() into a suspended generator).
         events = sys.monitoring.events  # type: ignore[attr-defined,unused-ignore]
         assert {global_ for _, global_, _, _ in seen} == {
-            events.PY_START | events.PY_RESUME
+            events.PY_START | events.PY_RESUME | events.PY_THROW
         }
         assert seen[0][3] > 0  # the counting works: the first calls are seen
         assert seen[100][3] == seen[-1][3]
@@ -448,6 +449,22 @@ def test_breakpoint_set_while_a_coroutine_is_suspended_stops_it(
         ("enter", "suspended_coroutine", "suspended_coroutine", "dbg.set_trace()"),
         ("line", "W", "waiter", 'log.append("resumed")'),
     ]
+    assert dbg.stops[1].reason == "breakpoint 1"
+
+
+def test_breakpoint_set_while_a_generator_is_suspended_stops_a_throw_into_it(
+    backend: str, make_debugger: MakeDebugger
+) -> None:
+    """A breakpoint in a suspended generator's handler stops when throw() lands.
+
+    The generator's code is past its start and is not resumed by ``next``:
+    only the exception thrown in (PY_THROW) shows the tracer its code.
+    """
+    line = line_of(PROGRAM, "thrown-handler")
+    dbg = make_debugger([setting_break(PROGRAM, line)])
+    log = dbg.run(program.call, program.thrown_into_suspended, dbg, start="continue")
+    assert log == ["caught", "done"]
+    assert [stop.text for stop in dbg.stops[1:]] == ['log.append("caught")']
     assert dbg.stops[1].reason == "breakpoint 1"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import trio
@@ -204,6 +204,25 @@ def outer_sync_loop(dbg: Any, n: int) -> int:
             0,  # mark: sync-continuation
         )
     return total
+
+
+def catcher(log: list[str]) -> Iterator[str]:
+    """A generator that handles what is thrown into it at its ``yield``."""
+    try:
+        yield "ready"
+    except ValueError:
+        log.append("caught")  # mark: thrown-handler
+    yield "done"
+
+
+def thrown_into_suspended(dbg: Any) -> list[str]:
+    """Stop (set_trace) while a generator is suspended, then throw() into it."""
+    log: list[str] = []
+    generator = catcher(log)
+    next(generator)
+    dbg.set_trace()
+    log.append(generator.throw(ValueError("thrown")))
+    return log
 
 
 async def import_and_call(name: str, x: int) -> Any:
