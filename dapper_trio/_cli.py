@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -10,8 +9,11 @@ from ._version import __version__
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Sequence
     from typing import NoReturn
+
+    from ._spawn import TerminalSpare
 
 RUN_USAGE = (
     "dapper-trio run [-c] [-b [FILE:]LINE[,CONDITION]]... [--in-process] "
@@ -64,22 +66,23 @@ def _version_text() -> str:
     )
 
 
-class _VersionAction(argparse.Action):
-    # Like action="version", but the text (which imports trio and pdbpp to
-    # read their versions) is only computed when asked for: every run would
-    # otherwise pay for those imports before the debuggee is started.
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: object,
-        option_string: str | None = None,
-    ) -> None:
-        print(_version_text())
-        parser.exit()
-
-
 def _build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    class _VersionAction(argparse.Action):
+        # Like action="version", but the text (which imports trio and pdbpp to
+        # read their versions) is only computed when asked for: every run would
+        # otherwise pay for those imports before the debuggee is started.
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: object,
+            option_string: str | None = None,
+        ) -> None:
+            print(_version_text())
+            parser.exit()
+
     parser = argparse.ArgumentParser(
         prog="dapper-trio",
         description="A debugger runtime for Trio programs.",
@@ -215,11 +218,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     argv = list(argv)
-    parser = _build_parser()
+    if argv == ["dap"]:
+        # What an editor runs: the spare is forked before argparse, the
+        # parser and the rest are imported (see _dap_on_stdio).
+        return _dap_on_stdio()
     if argv[:1] == ["run"]:
-        ours, program = _split_run_argv(argv[1:])
-        args = parser.parse_args(["run", *ours])
-        return _cmd_run(parser, args, program)
+        # The debuggee-to-be is forked first, to import the debugger while
+        # this process parses the command line (see _spawn); in that child
+        # this call runs the program and ends with SystemExit.
+        from ._spawn import fork_terminal_spare
+
+        spare = fork_terminal_spare(_preload_debuggee)
+        try:
+            parser = _build_parser()
+            ours, program = _split_run_argv(argv[1:])
+            args = parser.parse_args(["run", *ours])
+            return _cmd_run(parser, args, program, spare)
+        finally:
+            if spare is not None:
+                spare.discard()  # unless it became the debuggee
+    parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command == "dap":
         return _cmd_dap(parser, args)
@@ -289,15 +307,21 @@ def _cmd_dap(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from ._dap_server import run
 
         return run(listen)
+    return _dap_on_stdio()
+
+
+def _dap_on_stdio() -> int:
+    """``dapper-trio dap``: serve one client on stdin and stdout."""
     # A spare debuggee for the client's launch, forked first: it imports
     # the debugger (no trio) while the adapter answers the client's first
     # requests, before the adapter imports trio (_dap_early); at
     # configurationDone it runs the program.  In a spare, this call runs
     # the launched program and ends with SystemExit (see _spawn.fork_spare).
-    from ._dap_early import answer_early
     from ._spawn import fork_spare
 
     spare = fork_spare(_preload_agent)
+    from ._dap_early import answer_early
+
     # (SIGTERM or SIGHUP before the server watches them still removes the
     # socket bound early for the program: _sockets.)
     early = answer_early(spare)
@@ -312,8 +336,17 @@ def _preload_agent() -> None:
     preload()
 
 
+def _preload_debuggee() -> None:
+    from ._debuggee import preload
+
+    preload()
+
+
 def _cmd_run(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, program: list[str]
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    program: list[str],
+    spare: TerminalSpare | None = None,
 ) -> int:
     # Nothing here imports trio until the debuggee has been started.
     from ._targets import LaunchError, RunOptions, Target, resolve
@@ -357,7 +390,9 @@ def _cmd_run(
         config = {"target": target.to_dict(), "options": options.to_dict()}
         # A fork of this process: in the child, this call runs the program
         # and ends with SystemExit (see _spawn).
-        started = start_debuggee(transport=args.ipc, config=config, fork=True)
+        started = start_debuggee(
+            transport=args.ipc, config=config, fork=True, spare=spare
+        )
         # Ctrl-C is the debuggee's: it pauses the program there.  Ignored
         # here from now on (the program may be running, even at a prompt,
         # before this process has imported trio and watches signals).

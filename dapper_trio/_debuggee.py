@@ -231,6 +231,21 @@ def main() -> None:
     run_debuggee(json.loads(raw))
 
 
+def preload() -> None:
+    """Import what ``run_debuggee`` will (a spare, ``_spawn.fork_terminal_spare``).
+
+    The REPL (pdbpp), the tree session's lock service and the tracing
+    backend: imported on the way to the program's first line otherwise.
+    Nothing is set up.
+    """
+    import tempfile  # noqa: F401  (the lock service's socket directory)
+
+    from . import _actor_debug, _repl, _tree_lock  # noqa: F401
+
+    if sys.version_info >= (3, 12):
+        from . import _monitoring  # noqa: F401
+
+
 def run_debuggee(info: dict[str, Any]) -> NoReturn:
     """Connect to the supervisor, run the program; exit with its status.
 

@@ -204,6 +204,92 @@ def test_no_spare_while_another_thread_runs() -> None:
     assert run_spare_script("thread") == ["no spare"]
 
 
+# -- the spare debuggee of ``dapper-trio run`` -----------------------------------------
+
+TERMINAL_SPARE_SCRIPT = """
+import os, signal, sys, threading
+from dapper_trio._spawn import fork_terminal_spare, start_debuggee
+
+case = sys.argv[1]
+stop = threading.Event()
+if case == "thread":
+    threading.Thread(target=stop.wait).start()
+parent = os.getpid()
+
+
+def preload():
+    print("preloaded in the child", os.getpid() != parent, flush=True)
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    print("SIGINT ignored", ignored, flush=True)
+    print("same process group", os.getpgid(0) == os.getpgid(parent), flush=True)
+
+
+spare = fork_terminal_spare(preload)
+if spare is None:
+    print("no spare")
+elif case == "discard":
+    spare.discard()
+    print("reaped", spare.process.returncode == -signal.SIGKILL)
+    spare.discard()  # again: nothing more to do
+    print("twice", spare.process.returncode == -signal.SIGKILL)
+elif case == "parent gone":
+    # The supervisor ended without a word (its end of the pipe closed, as
+    # when it dies): the spare ends by itself, having run nothing.
+    os.close(spare._control)
+    spare._control = None
+    print("status", spare.process.wait(timeout=20))
+elif case == "dead":
+    os.kill(spare.process.pid, signal.SIGKILL)
+    spare.process.wait()
+    try:
+        spare.start({})
+    except OSError as exc:
+        print("start:", type(exc).__name__)
+    # start_debuggee does without it: a plain fork, as before spares.
+    started = start_debuggee(fork=True, spare=spare)
+    other = started.process is not spare.process
+    print("started", type(started.process).__name__, other)
+    started.abort()
+stop.set()
+"""
+
+
+def run_terminal_spare_script(case: str) -> list[str]:
+    return run_script(TERMINAL_SPARE_SCRIPT, case)
+
+
+def test_the_terminal_spare_preloads_in_the_terminal_s_process_group() -> None:
+    """It imports in a child that ignores SIGINT and keeps the process group."""
+    lines = run_terminal_spare_script("parent gone")
+    assert sorted(lines[:3]) == [
+        "SIGINT ignored True",
+        "preloaded in the child True",
+        "same process group True",
+    ]
+
+
+def test_an_unused_terminal_spare_is_ended_and_reaped() -> None:
+    """discard() kills the spare (it ran nothing) and reaps it; twice is harmless."""
+    lines = run_terminal_spare_script("discard")
+    assert lines[-2:] == ["reaped True", "twice True"]
+
+
+def test_a_terminal_spare_whose_supervisor_is_gone_ends_by_itself() -> None:
+    """No hand-over ever comes: the spare exits 0 once it has preloaded."""
+    assert run_terminal_spare_script("parent gone")[-1] == "status 0"
+
+
+def test_a_dead_terminal_spare_is_replaced_by_a_fork() -> None:
+    """start() on a dead spare raises OSError; start_debuggee forks instead."""
+    lines = run_terminal_spare_script("dead")
+    assert lines[-2:] == ["start: BrokenPipeError", "started ForkedProcess True"]
+
+
+def test_no_terminal_spare_while_another_thread_runs() -> None:
+    """fork_terminal_spare forks only a single-threaded process."""
+    assert run_terminal_spare_script("thread") == ["no spare"]
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [

@@ -105,6 +105,24 @@ def test_continue_option_and_conditional_breakpoint(mode: str) -> None:
     assert term.exitstatus == 0
 
 
+def test_the_debuggee_is_forked_before_the_command_line_is_parsed() -> None:
+    """The program runs in a child forked before argparse was imported.
+
+    ``dapper-trio run`` forks its debuggee first thing, so the child makes
+    the debugger's imports while the supervisor parses its command line;
+    the program finds no argument parser it did not import, as under plain
+    python.
+    """
+    with run_under_debugger(
+        "startup_modules.py", mode="subprocess", options=["-c"]
+    ) as term:
+        out = term.expect_exit()
+        supervisor = term.child.pid
+    assert term.exitstatus == 0
+    assert "argparse loaded False" in out.splitlines()
+    assert f"parent {supervisor}" in out.splitlines()
+
+
 def test_missing_script_is_a_clear_error(mode: str) -> None:
     """A script that does not exist: one clear line, exit status 2, nothing started."""
     argv = run_argv(mode)

@@ -49,6 +49,8 @@ seen = {
     "stderr unbuffered": unbuffered(sys.__stderr__),
     "fds": fd_targets(),
     "orig_argv": sys.orig_argv,
+    # The spare is forked before the adapter parses its command line.
+    "argparse loaded": "argparse" in sys.modules,
 }
 # One write: sys.stdout's output events and fd 1's pipe are two channels, and
 # an unbuffered print() writes each argument and the end of line apart, so
