@@ -238,8 +238,6 @@ def preload() -> None:
     backend: imported on the way to the program's first line otherwise.
     Nothing is set up.
     """
-    import tempfile  # noqa: F401  (the lock service's socket directory)
-
     from . import _actor_debug, _repl, _tree_lock  # noqa: F401
 
     if sys.version_info >= (3, 12):

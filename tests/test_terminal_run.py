@@ -111,7 +111,9 @@ def test_the_debuggee_is_forked_before_the_command_line_is_parsed() -> None:
     ``dapper-trio run`` forks its debuggee first thing, so the child makes
     the debugger's imports while the supervisor parses its command line;
     the program finds no argument parser it did not import, as under plain
-    python.
+    python; nor ``tempfile``, which the supervisor imports for its socket
+    (the program's lock service needs none on Linux: its socket is in the
+    abstract namespace).
     """
     with run_under_debugger(
         "startup_modules.py", mode="subprocess", options=["-c"]
@@ -120,6 +122,7 @@ def test_the_debuggee_is_forked_before_the_command_line_is_parsed() -> None:
         supervisor = term.child.pid
     assert term.exitstatus == 0
     assert "argparse loaded False" in out.splitlines()
+    assert "tempfile loaded False" in out.splitlines()
     assert f"parent {supervisor}" in out.splitlines()
 
 

@@ -4,4 +4,5 @@ import os
 import sys
 
 print("argparse loaded", "argparse" in sys.modules)
+print("tempfile loaded", "tempfile" in sys.modules)
 print("parent", os.getppid())
