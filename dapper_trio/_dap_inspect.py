@@ -12,7 +12,6 @@ the frame (``set_local``), so the program goes on with them.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import sys
 import types
@@ -284,6 +283,8 @@ def set_local(frame: types.FrameType, name: str, value: Any) -> None:
     """
     frame.f_locals[name] = value
     if sys.version_info < (3, 13):
+        import ctypes  # here: a debuggee's start-up does not pay for it
+
         ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dis
 import os
 import sys
-import sysconfig
 import types
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -81,20 +80,24 @@ def is_hidden_frame(frame: types.FrameType) -> bool:
     return hidden
 
 
-def _library_roots() -> tuple[str, ...]:
+def _library_roots(search_path: Iterable[str]) -> tuple[str, ...]:
+    import sysconfig  # here: ~2 ms of a debuggee's start-up otherwise
+
     roots = set()
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         try:
             roots.add(os.path.realpath(sysconfig.get_paths()[key]))
         except KeyError:  # pragma: no cover
             pass
-    for path in sys.path:
+    for path in search_path:
         if path.endswith(("site-packages", "dist-packages")):
             roots.add(os.path.realpath(path))
     return tuple(sorted(roots))
 
 
-_LIBRARY_ROOTS = _library_roots()
+#: sys.path as the debugger started: where installed packages are.
+_STARTUP_PATH = tuple(sys.path)
+_library_roots_found: tuple[str, ...] | None = None
 _library_cache: dict[int, tuple[types.CodeType, bool]] = {}
 
 
@@ -103,9 +106,12 @@ def is_library_code(code: types.CodeType) -> bool:
     cached = _library_cache.get(id(code))
     if cached is not None and cached[0] is code:
         return cached[1]
+    global _library_roots_found
+    if _library_roots_found is None:
+        _library_roots_found = _library_roots(_STARTUP_PATH)
     filename = code.co_filename
     result = filename.startswith("<") or os.path.realpath(filename).startswith(
-        _LIBRARY_ROOTS
+        _library_roots_found
     )
     _library_cache[id(code)] = (code, result)
     return result
