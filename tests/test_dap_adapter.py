@@ -441,14 +441,22 @@ async def test_thread_events_for_trio_tasks() -> None:
 BUSY_TASKS = str(PROGRAMS / "busy_tasks.py")
 
 
-async def test_thread_events_of_a_busy_program_do_not_wake_the_agent() -> None:
+async def test_thread_events_of_a_busy_program_do_not_wake_the_agent(
+    tmp_path: Path,
+) -> None:
     """Thread events wait while the program runs: the agent thread sleeps.
 
     Woken for them, it would fight the busy program for the GIL; they are
     sent when the program idles, stops or ends (here: at its end, in order).
+    The program starts its tasks once the agent's start-up exchange is over
+    (the main task's thread event, sent while the program idles, comes
+    after it): that exchange wakes the agent once in any case.
     """
+    go = tmp_path / "go"
     async with open_adapter() as client:
-        await client.launch(BUSY_TASKS)
+        await client.launch(BUSY_TASKS, args=[str(go)])
+        await client.event("thread")
+        go.touch()
         await client.event("terminated")
         output = stdout_of(client)
         [line] = [line for line in output.splitlines() if "agent" in line]

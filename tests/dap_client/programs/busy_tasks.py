@@ -6,8 +6,15 @@ program to pause, idle or end: an agent thread woken while the program runs
 fights it for the GIL (thousands of context switches, tenths of a second).
 It prints ``agent woke N times`` (voluntary context switches of the agent
 thread while the tasks ran), or ``no agent``.
+
+With a path argument it first idles until that file exists: the test makes
+it once the agent's start-up exchange with the adapter is over (its answer
+to ``configure`` also wakes the agent, once; on a busy program that one
+wake-up can cost tens of context switches, which is not what is counted).
 """
 
+import os
+import sys
 import threading
 
 import trio
@@ -31,6 +38,9 @@ async def spin(steps: int) -> None:
 
 
 async def main() -> None:
+    if len(sys.argv) > 1:
+        while not os.path.exists(sys.argv[1]):  # noqa: ASYNC240 (a stat, idling)
+            await trio.sleep(0.01)
     before = agent_switches()
     async with trio.open_nursery() as nursery:
         for _ in range(30):
