@@ -380,15 +380,7 @@ def _be_terminal_spare(
         _ignore_sigint()
         os.close(other_end)
         preload()
-        chunks = []
-        while chunk := os.read(control, 65536):
-            chunks.append(chunk)
-        os.close(control)
-        if not chunks:
-            os._exit(0)  # let go: the command was not to run a debuggee
-        import json
-
-        info = json.loads(b"".join(chunks))
+        info = _wait_for_hand_over(control)  # (none: not to run a debuggee)
         from ._debuggee import run_debuggee
     except BaseException:
         with contextlib.suppress(BaseException):
@@ -533,15 +525,7 @@ def _be_spare(
         os.closerange(3, control)
         os.closerange(control + 1, _max_fd())
         preload()
-        chunks = []
-        while chunk := os.read(control, 65536):
-            chunks.append(chunk)
-        os.close(control)
-        if not chunks:
-            os._exit(0)  # let go: no launch came
-        import json
-
-        launch = json.loads(b"".join(chunks))
+        launch = _wait_for_hand_over(control)  # (none: no launch came)
         os.chdir(launch["cwd"])
         os.environ.clear()
         os.environ.update(launch["env"])
@@ -556,6 +540,23 @@ def _be_spare(
             traceback.print_exc()
         os._exit(70)
     run_agent(launch["info"])
+
+
+def _wait_for_hand_over(control: int) -> Any:
+    """In a spare: what its parent writes to *control* before closing it.
+
+    A parent that closes it having written nothing (or that died) lets the
+    spare go: it exits at once, having run nothing.
+    """
+    chunks = []
+    while chunk := os.read(control, 65536):
+        chunks.append(chunk)
+    os.close(control)
+    if not chunks:
+        os._exit(0)
+    import json
+
+    return json.loads(b"".join(chunks))
 
 
 def _max_fd() -> int:

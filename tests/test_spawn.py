@@ -151,6 +151,22 @@ def test_fork_only_while_the_process_has_one_thread(
     assert run_script(START_SCRIPT, threads) == [expected]
 
 
+#: The cases both kinds of spare share (a script's ``spare`` and ``case``).
+COMMON_CASES = """\
+if spare is None:
+    print("no spare")
+elif case == "discard":
+    spare.discard()
+    print("reaped", spare.process.returncode == -signal.SIGKILL)
+    spare.discard()  # again: nothing more to do
+    print("twice", spare.process.returncode == -signal.SIGKILL)
+"""
+
+
+def with_common_cases(script: str) -> str:
+    return script.replace("{COMMON_CASES}", COMMON_CASES)
+
+
 # -- the spare debuggee of ``dapper-trio dap`` ----------------------------------------
 
 SPARE_SCRIPT = """
@@ -163,14 +179,7 @@ if case == "thread":
     threading.Thread(target=stop.wait).start()
 spare = fork_spare(lambda: print("preloaded in", os.getpid() != parent, flush=True))
 parent = os.getpid()
-if spare is None:
-    print("no spare")
-elif case == "discard":
-    spare.discard()
-    print("reaped", spare.process.returncode == -signal.SIGKILL)
-    spare.discard()  # again: nothing more to do
-    print("twice", spare.process.returncode == -signal.SIGKILL)
-elif case == "dead":
+{COMMON_CASES}elif case == "dead":
     os.kill(spare.pid, signal.SIGKILL)
     spare.process.wait()
     try:
@@ -184,7 +193,7 @@ stop.set()
 
 
 def run_spare_script(case: str) -> list[str]:
-    return run_script(SPARE_SCRIPT, case)
+    return run_script(with_common_cases(SPARE_SCRIPT), case)
 
 
 def test_an_unused_spare_is_ended_and_reaped() -> None:
@@ -225,14 +234,7 @@ def preload():
 
 
 spare = fork_terminal_spare(preload)
-if spare is None:
-    print("no spare")
-elif case == "discard":
-    spare.discard()
-    print("reaped", spare.process.returncode == -signal.SIGKILL)
-    spare.discard()  # again: nothing more to do
-    print("twice", spare.process.returncode == -signal.SIGKILL)
-elif case == "parent gone":
+{COMMON_CASES}elif case == "parent gone":
     # The supervisor ended without a word (its end of the pipe closed, as
     # when it dies): the spare ends by itself, having run nothing.
     os.close(spare._control)
@@ -255,7 +257,7 @@ stop.set()
 
 
 def run_terminal_spare_script(case: str) -> list[str]:
-    return run_script(TERMINAL_SPARE_SCRIPT, case)
+    return run_script(with_common_cases(TERMINAL_SPARE_SCRIPT), case)
 
 
 def test_the_terminal_spare_preloads_in_the_terminal_s_process_group() -> None:
