@@ -56,11 +56,14 @@ control: the hot-line breakpoint with a condition that holds (``steps > 0``)
 must stop the program, so no contender can look fast by ignoring
 breakpoints.
 
-Two more tables follow: the same runs' wall times as medians (the first
+Three more tables follow: the same runs' wall times as medians (the first
 table keeps each cell's fastest run, and one lucky baseline run moves a
-whole column), and their CPU time (user + system of every process of the
-run, from ``getrusage(RUSAGE_CHILDREN)``), which a busy machine disturbs far
-less than wall time.
+whole column); paired, each run over plain python's run of the same round
+and workload, made seconds before or after it, the median of those ratios
+(the machine's speed drifts over minutes, and this keeps each ratio's two
+runs in the same moment); and their CPU time (user + system of every
+process of the run, from ``getrusage(RUSAGE_CHILDREN)``), which a busy
+machine disturbs far less than wall time.
 
 Each cell is the minimum of ``--repeat`` runs (default 3), except that a cell
 whose runs add up to more than ``--budget`` seconds (default
@@ -710,6 +713,8 @@ class Results:
     times: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     #: CPU seconds (user + system) of every process of each run.
     cpu: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    #: The round each of ``times``' runs was made in.
+    rounds: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     failures: dict[tuple[str, str], str] = field(default_factory=dict)
     controls: dict[str, str] = field(default_factory=dict)
 
@@ -779,6 +784,7 @@ def bench(
                     progress(f"{contender.name} | {scenario.label}: FAILED")
                     continue
                 so_far.append(seconds)
+                results.rounds.setdefault(key, []).append(round_index)
                 results.cpu.setdefault(key, []).append(children_cpu() - before)
                 progress(
                     f"round {round_index + 1}/{repeat} {contender.name}"
@@ -803,6 +809,51 @@ def ratio_table(
     statistic: Callable[[list[float]], float],
 ) -> list[str]:
     """A table of *statistic* of each cell's *runs* over the baseline's."""
+
+    def cell(contender: str, label: str) -> float | None:
+        base = runs.get((BASELINE.name, label))
+        found = runs.get((contender, label))
+        return statistic(found) / statistic(base) if base and found else None
+
+    return table_of(results, title, cell)
+
+
+def paired_ratios(results: Results, contender: str, label: str) -> list[float]:
+    """Each run of a cell over the baseline's run of the same round."""
+    base = dict(
+        zip(
+            results.rounds.get((BASELINE.name, label), []),
+            results.times.get((BASELINE.name, label), []),
+            strict=True,
+        )
+    )
+    found = zip(
+        results.rounds.get((contender, label), []),
+        results.times.get((contender, label), []),
+        strict=True,
+    )
+    return [seconds / base[index] for index, seconds in found if index in base]
+
+
+def paired_table(results: Results) -> list[str]:
+    """The median of each cell's paired ratios (``paired_ratios``)."""
+
+    def cell(contender: str, label: str) -> float | None:
+        ratios = paired_ratios(results, contender, label)
+        return statistics.median(ratios) if ratios else None
+
+    return table_of(
+        results,
+        "Wall time paired: each run over plain python's run of the same round"
+        " (made a few seconds before or after it), the median of those ratios:",
+        cell,
+    )
+
+
+def table_of(
+    results: Results, title: str, cell: Callable[[str, str], float | None]
+) -> list[str]:
+    """A table of ratios, ``cell(contender's name, scenario's label)`` each."""
     cases = results.scenarios
     lines = [
         "",
@@ -814,13 +865,8 @@ def ratio_table(
     for contender in results.contenders:
         if contender.name in results.unavailable:
             continue
-        cells = []
-        for scenario in cases:
-            base = runs.get((BASELINE.name, scenario.label))
-            found = runs.get((contender.name, scenario.label))
-            cells.append(
-                ratio(statistic(found) / statistic(base)) if base and found else "n/a"
-            )
+        values = [cell(contender.name, scenario.label) for scenario in cases]
+        cells = ["n/a" if value is None else ratio(value) for value in values]
         lines.append(f"| {contender.name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -890,6 +936,10 @@ def render(results: Results, repeat: int, budget: float) -> list[str]:
         results.times,
         statistics.median,
     )
+    # Each round runs the contenders one after the other: a contender's run
+    # and the baseline's of the same round share the machine's state of the
+    # moment far more than two minimums of runs minutes apart do.
+    lines += paired_table(results)
     # CPU time: steadier than wall time on a busy machine.
     lines += ratio_table(
         results,

@@ -249,9 +249,9 @@ def _exit_at_once(status: int) -> NoReturn:
     """End the supervisor now that it has cleaned up after the program.
 
     By then the debuggee is reaped, the socket removed, the terminal
-    restored and nothing else runs here.  What is left, the interpreter's
-    teardown of trio and its idle worker threads, costs 40-50 ms of every
-    run's wall time (benchmarks/overhead.py); ``os._exit`` skips it.
+    restored and nothing else runs here.  What is left is the interpreter's
+    teardown (it cost 40-50 ms of every run's wall time while the supervisor
+    was a trio run, with idle worker threads to join); ``os._exit`` skips it.
     """
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -348,7 +348,7 @@ def _cmd_run(
     program: list[str],
     spare: TerminalSpare | None = None,
 ) -> int:
-    # Nothing here imports trio until the debuggee has been started.
+    # Nothing here imports trio (see _backends).
     from ._targets import LaunchError, RunOptions, Target, resolve
 
     if args.module is not None:
@@ -395,17 +395,16 @@ def _cmd_run(
         )
         # Ctrl-C is the debuggee's: it pauses the program there.  Ignored
         # here from now on (the program may be running, even at a prompt,
-        # before this process has imported trio and watches signals).
+        # already).
         import signal
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            # Imports trio while the debuggee starts up beside us.
             from ._backends import supervise_program
         except BaseException:
             started.abort()
             raise
-        status = supervise_program(target, options, transport=args.ipc, started=started)
+        status = supervise_program(target, options, started=started)
         _exit_at_once(status)
     except LaunchError as exc:
         print(f"dapper-trio: error: {exc}", file=sys.stderr)

@@ -96,7 +96,6 @@ pass through a run loop, with a plain-function handler, and four with an
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import sys
@@ -110,7 +109,13 @@ import outcome
 import trio
 
 from ._errors import TransportError
-from ._plain_ipc import error_body
+from ._plain_ipc import (
+    HANDSHAKE_MAX_FRAME_SIZE,
+    check_hello,
+    error_body,
+    refusal_frame,
+    welcome_frame,
+)
 from ._sockets import (
     RUNTIME_DIR_VARIABLE as RUNTIME_DIR_VARIABLE,
 )
@@ -151,7 +156,6 @@ __all__ = [
 logger = logging.getLogger("dapper_trio.ipc")
 
 # Before a peer has proved it holds the token, it may not make us buffer much.
-_HANDSHAKE_MAX_FRAME_SIZE = 64 * 1024
 _RECEIVE_SIZE = 64 * 1024
 # A large frame is read in pieces of up to this size (one allocation each).
 _LARGE_RECEIVE_SIZE = 4 * 1024 * 1024
@@ -988,7 +992,7 @@ async def _client_handshake(
     handshake_timeout: float,
 ) -> tuple[Peer, FrameDecoder]:
     decoder = FrameDecoder(
-        peer=f"listener at {address}", max_frame_size=_HANDSHAKE_MAX_FRAME_SIZE
+        peer=f"listener at {address}", max_frame_size=HANDSHAKE_MAX_FRAME_SIZE
     )
     hello = encode_frame(
         FrameKind.HANDSHAKE,
@@ -1109,15 +1113,7 @@ class Listener:
         self._name = name
         self._max_frame_size = max_frame_size
         self._handshake_timeout = handshake_timeout
-        self._welcome = encode_frame(
-            FrameKind.HANDSHAKE,
-            {
-                "ok": True,
-                "protocol": PROTOCOL_VERSION,
-                "name": name,
-                "pid": os.getpid(),
-            },
-        )
+        self._welcome = welcome_frame(name)
 
     def __repr__(self) -> str:
         return f"<Listener {self._name!r} on {self._address}>"
@@ -1264,7 +1260,7 @@ class Listener:
         ``Cancelled``.
         """
         label = self._describe_unauthenticated(stream)
-        decoder = FrameDecoder(peer=label, max_frame_size=_HANDSHAKE_MAX_FRAME_SIZE)
+        decoder = FrameDecoder(peer=label, max_frame_size=HANDSHAKE_MAX_FRAME_SIZE)
         sock = stream.socket
         accepted = False
         try:
@@ -1290,9 +1286,8 @@ class Listener:
                             return peer, decoder
             logger.warning("refused %s: %s", label, reason)
             # Tell the peer why, as best we can: it may not be listening.
-            refusal = {"ok": False, "error": reason}
             with trio.move_on_after(_REFUSAL_TIMEOUT):
-                await _send_all(sock, encode_frame(FrameKind.HANDSHAKE, refusal))
+                await _send_all(sock, refusal_frame(reason))
         except OSError as exc:
             logger.warning("refused %s: %s", label, _describe_os_error(exc))
         finally:
@@ -1302,25 +1297,8 @@ class Listener:
 
     def _check_hello(self, frame: Frame) -> tuple[Peer | None, str]:
         """Validate a first frame: (peer, "") if it authenticates, else (None, why)."""
-        if frame.kind is not FrameKind.HANDSHAKE:
-            return None, f"the first frame was a {frame.kind.name} frame, not HANDSHAKE"
-        hello = frame.payload
-        if type(hello) is not dict:
-            return None, "the handshake payload is not a JSON object"
-        if hello.get("protocol") != PROTOCOL_VERSION:
-            return None, (
-                f"unsupported protocol {hello.get('protocol')!r}"
-                f" (this side speaks {PROTOCOL_VERSION})"
-            )
-        token = hello.get("token")
-        if type(token) is not str or not hmac.compare_digest(
-            token.encode("utf-8", "surrogatepass"), self._token
-        ):
-            return None, "authentication failed: wrong token"
-        name, pid = hello.get("name"), hello.get("pid")
-        if type(name) is not str or type(pid) is not int:
-            return None, "the handshake needs a string 'name' and an integer 'pid'"
-        return Peer(name, pid), ""
+        who, reason = check_hello(frame, self._token)
+        return (None if who is None else Peer(*who)), reason
 
 
 @asynccontextmanager

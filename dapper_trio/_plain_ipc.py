@@ -8,6 +8,7 @@ program does (``_trio_import``).
 
 from __future__ import annotations
 
+import hmac
 import os
 import socket
 import traceback
@@ -27,6 +28,9 @@ from ._wire import (
 ERROR_TEXT_MAX = 64 * 1024
 
 _RECEIVE_SIZE = 65536
+
+#: The largest frame a listener reads before a peer has authenticated.
+HANDSHAKE_MAX_FRAME_SIZE = 64 * 1024
 
 #: The id of the one request a debuggee's agent makes: ``configure``.
 CONFIGURE_ID = 1
@@ -66,6 +70,45 @@ def answer_to_configure(frame: Frame) -> Any:
         return message["result"]
     error = message.get("error") or {}
     return RuntimeError(str(error.get("message", error)))
+
+
+def check_hello(frame: Frame, token: bytes) -> tuple[tuple[str, int] | None, str]:
+    """A listener's check of a peer's first frame, against its *token*.
+
+    ``((name, pid), "")`` if the peer authenticates, else ``(None, why)``.
+    """
+    if frame.kind is not FrameKind.HANDSHAKE:
+        return None, f"the first frame was a {frame.kind.name} frame, not HANDSHAKE"
+    hello = frame.payload
+    if type(hello) is not dict:
+        return None, "the handshake payload is not a JSON object"
+    if hello.get("protocol") != PROTOCOL_VERSION:
+        return None, (
+            f"unsupported protocol {hello.get('protocol')!r}"
+            f" (this side speaks {PROTOCOL_VERSION})"
+        )
+    given = hello.get("token")
+    if type(given) is not str or not hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), token
+    ):
+        return None, "authentication failed: wrong token"
+    name, pid = hello.get("name"), hello.get("pid")
+    if type(name) is not str or type(pid) is not int:
+        return None, "the handshake needs a string 'name' and an integer 'pid'"
+    return (name, pid), ""
+
+
+def welcome_frame(name: str) -> bytes:
+    """A listener's answer to a peer that authenticated."""
+    return encode_frame(
+        FrameKind.HANDSHAKE,
+        {"ok": True, "protocol": PROTOCOL_VERSION, "name": name, "pid": os.getpid()},
+    )
+
+
+def refusal_frame(reason: str) -> bytes:
+    """A listener's answer to a peer it refuses, saying why."""
+    return encode_frame(FrameKind.HANDSHAKE, {"ok": False, "error": reason})
 
 
 class PlainConnection:
@@ -160,8 +203,12 @@ class PlainConnection:
 
 __all__ = [
     "CONFIGURE_REQUEST",
+    "HANDSHAKE_MAX_FRAME_SIZE",
     "PlainConnection",
     "answer_to_configure",
+    "check_hello",
     "error_body",
+    "refusal_frame",
     "truncate",
+    "welcome_frame",
 ]

@@ -59,6 +59,38 @@ def terminal_env(**extra: str) -> dict[str, str]:
     return env
 
 
+_SLOW_SUPERVISOR = """\
+import os, sys, time
+
+SUPERVISOR = os.getpid()  # the debuggee is a fork of it: not slowed
+
+class SlowSupervisor:
+    def find_spec(self, name, path=None, target=None):
+        if name == "dapper_trio._backends" and os.getpid() == SUPERVISOR:
+            sys.meta_path.remove(self)
+            time.sleep(float(os.environ["SUPERVISOR_DELAY"]))
+            with open(os.environ["SUPERVISOR_SERVES"], "w"):
+                pass
+        return None
+
+sys.meta_path.insert(0, SlowSupervisor())
+"""
+
+
+def slow_supervisor_env(directory: Path, delay: float) -> tuple[dict[str, str], Path]:
+    """A ``terminal_env`` in which ``dapper-trio run``'s supervisor starts to
+    serve *delay* seconds late (its loop, ``_backends``, is slow to import),
+    as on a loaded machine; and the file that exists once it serves."""
+    site = directory / "slow-supervisor"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SLOW_SUPERVISOR)
+    serves = directory / "supervisor-serves"
+    env = terminal_env(
+        PYTHONPATH=str(site), SUPERVISOR_DELAY=str(delay), SUPERVISOR_SERVES=str(serves)
+    )
+    return env, serves
+
+
 def _as_from_a_terminal() -> None:
     # A person starts programs from a terminal with SIGINT at its default.
     # Whoever started pytest (a CI runner's background job, say) may have

@@ -20,7 +20,12 @@ from typing import Any
 
 import pytest
 import trio
-from terminal import dapper_command, run_under_debugger, terminal_env
+from terminal import (
+    dapper_command,
+    run_under_debugger,
+    slow_supervisor_env,
+    terminal_env,
+)
 
 from dapper_trio import _debuggee
 from dapper_trio._ipc import RemoteCommandError, new_token, open_listener
@@ -331,28 +336,10 @@ def test_first_prompt_waits_for_the_supervisor(tmp_path: Path) -> None:
     watches SIGTERM/SIGHUP, so a Ctrl-C (or a closed terminal) at once is
     handled as at any other prompt."""
     program = _write(tmp_path, "quick.py", 'print("program done")\n')
-    # Make the supervisor slow to import trio, as a loaded machine does.
-    slow = tmp_path / "slow"
-    slow.mkdir()
-    _write(
-        slow,
-        "sitecustomize.py",
-        """\
-        import sys, time
-
-        class SlowTrio:
-            def find_spec(self, name, path=None, target=None):
-                if name == "trio":
-                    sys.meta_path.remove(self)
-                    time.sleep(2.0)
-                return None
-
-        sys.meta_path.insert(0, SlowTrio())
-        """,
-    )
-    env = terminal_env(PYTHONPATH=str(slow))
+    env, serves = slow_supervisor_env(tmp_path, 2.0)
     with run_under_debugger(str(program), mode="subprocess", env=env) as term:
         out = term.expect_prompt(timeout=20)
+        assert serves.exists()
         debuggee = int(out.split("(pid ")[1].split(")")[0])
         with open(f"/proc/{debuggee}/stat") as f:
             supervisor = int(f.read().split(") ")[1].split()[1])

@@ -18,7 +18,14 @@ import time
 from pathlib import Path
 
 import pytest
-from terminal import PROGRAMS, Terminal, line_of, run_under_debugger, terminal_env
+from terminal import (
+    PROGRAMS,
+    Terminal,
+    line_of,
+    run_under_debugger,
+    slow_supervisor_env,
+    terminal_env,
+)
 
 from dapper_trio import _tree_join
 from dapper_trio._actor_debug import TreeDebug
@@ -118,23 +125,6 @@ def test_a_multiprocessing_child_s_crash_opens_a_post_mortem(
     assert term.exitstatus == 0
 
 
-_SLOW_SUPERVISOR = """\
-import os, sys, time
-
-SUPERVISOR = os.getpid()  # the debuggee is a fork of it: not slowed
-
-class SlowTrio:
-    def find_spec(self, name, path=None, target=None):
-        if name == "trio" and os.getpid() == SUPERVISOR:
-            sys.meta_path.remove(self)
-            time.sleep(3.0)
-            with open(os.environ["TRIO_IMPORTED"], "w"):
-                pass
-        return None
-
-sys.meta_path.insert(0, SlowTrio())
-"""
-
 _FORKS_AT_ONCE = """\
 import multiprocessing
 
@@ -162,19 +152,14 @@ def test_a_child_forked_before_the_supervisor_serves_waits_for_it(
     thread that ends it; the program's lock service holds the child's turn
     at the terminal until the supervisor serves instead.
     """
-    slow = tmp_path / "slow"
-    slow.mkdir()
-    (slow / "sitecustomize.py").write_text(_SLOW_SUPERVISOR)
     program = tmp_path / "forks_at_once.py"
     program.write_text(_FORKS_AT_ONCE)
-    imported = tmp_path / "trio-imported"
-    env = terminal_env(PYTHONPATH=str(slow), TRIO_IMPORTED=str(imported))
+    env, serves = slow_supervisor_env(tmp_path, 3.0)
     with run_under_debugger(
         str(program), mode="subprocess", options=["-c"], env=env, cwd=tmp_path
     ) as term:
         out = term.expect_prompt(timeout=20)
-        # The supervisor serves only after its (slowed) import of trio.
-        assert imported.exists()
+        assert serves.exists()
         why, process, _ = header(out)
         assert why == "post-mortem of ZeroDivisionError: division by zero"
         assert process == "root/divider"
