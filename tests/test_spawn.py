@@ -177,7 +177,14 @@ case = sys.argv[1]
 stop = threading.Event()
 if case == "thread":
     threading.Thread(target=stop.wait).start()
-spare = fork_spare(lambda: print("preloaded in", os.getpid() != parent, flush=True))
+
+
+def preload():
+    # One write of a whole line: the spare may be killed at any moment.
+    os.write(1, f"preloaded in {os.getpid() != parent}\\n".encode())
+
+
+spare = fork_spare(preload)
 parent = os.getpid()
 {COMMON_CASES}elif case == "dead":
     os.kill(spare.pid, signal.SIGKILL)
@@ -227,10 +234,15 @@ parent = os.getpid()
 
 
 def preload():
-    print("preloaded in the child", os.getpid() != parent, flush=True)
+    # One write of whole lines: the "dead" case kills the spare at any
+    # moment, and half a line would run into the parent's next one.
     ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-    print("SIGINT ignored", ignored, flush=True)
-    print("same process group", os.getpgid(0) == os.getpgid(parent), flush=True)
+    os.write(
+        1,
+        f"preloaded in the child {os.getpid() != parent}\\n"
+        f"SIGINT ignored {ignored}\\n"
+        f"same process group {os.getpgid(0) == os.getpgid(parent)}\\n".encode(),
+    )
 
 
 spare = fork_terminal_spare(preload)
