@@ -32,6 +32,12 @@ measures.  The columns:
    event, as there (its code does the timing).  The same runs in CPU time
    (every process of the run) are given under the table: on a busy machine
    they move far less than wall time.
+4. *output, 20 MB*: the same for a program that prints 200,000 lines of
+   100 characters (``workloads/output.py``), which every adapter sends to
+   the client as ``output`` events; plain python writes them to a pty,
+   as at a terminal.  What it measures is how fast output gets through,
+   with dapper-trio's bounds on it (``docs/editors.md``, "Program
+   output").
 
 The rows: plain python (the baseline of column 3); debugpy 1.8
 (``python -m debugpy.adapter``); ``dapper-trio dap`` (the program in a child
@@ -78,6 +84,7 @@ from overhead import (
 
 TASK_LOOP = WORKLOADS / "task_loop.py"
 LOOP = WORKLOADS / "loop.py"
+OUTPUT = WORKLOADS / "output.py"
 
 DEBUGPY = next(c for c in overhead.CONTENDERS if c.needs_debugpy)
 DAPPER = Contender("dapper-trio dap", "dap", adapter=("-m", "dapper_trio", "dap"))
@@ -103,7 +110,10 @@ NEXT_TRIO = "next, trio task"
 NEXT_MODULE = "next, module loop"
 COLD_CPU = "cold-file bp, CPU"
 COLD_TRIO = "cold-file bp, trio"
-COLUMNS = [LAUNCH, NEXT_TRIO, NEXT_MODULE, COLD_CPU, COLD_TRIO]
+OUTPUT_COLUMN = "output, 20 MB"
+#: The columns timed as a ratio to plain python.
+RUNS = (COLD_CPU, COLD_TRIO, OUTPUT_COLUMN)
+COLUMNS = [LAUNCH, NEXT_TRIO, NEXT_MODULE, *RUNS]
 
 
 def progress(message: str) -> None:
@@ -174,6 +184,12 @@ def bench(
     cold = {
         COLD_CPU: by_label["CPU, cold-file bp"],
         COLD_TRIO: by_label["trio, cold-file bp"],
+        OUTPUT_COLUMN: overhead.Scenario(
+            OUTPUT_COLUMN,
+            OUTPUT,
+            max(10, round(200_000 * scale)),
+            by_label["CPU, cold-file bp"].breakpoint,
+        ),
     }
     task_line = overhead.line_of(TASK_LOOP, "# mark: step here")
     module_line = overhead.line_of(LOOP, "total = 0")
@@ -253,11 +269,7 @@ def cell(results: Results, row: str, column: str, notes: list[str]) -> str:
         return f"FAILED [{len(notes)}]"
     value = results.best(row, column)
     if value is None:
-        return (
-            ""
-            if row == BASELINE.name and column not in (COLD_CPU, COLD_TRIO)
-            else "n/a"
-        )
+        return "" if row == BASELINE.name and column not in RUNS else "n/a"
     if column == LAUNCH:
         return f"{value:.3f} s"
     if column in (NEXT_TRIO, NEXT_MODULE):
@@ -290,13 +302,14 @@ def render(results: Results, repeat: int, steps: int) -> list[str]:
     lines += [
         "",
         f"Best of {repeat} runs; next: the mean of {steps} steps of a run."
-        " Cold-file bp: wall time as a ratio to plain python (its time beside it);"
+        " Cold-file bp and output: wall time as a ratio to plain python (its time"
+        " beside it);"
         " in CPU time (user + system, every process of the run; steadier on a"
         " busy machine): "
         + ", ".join(
             f"{row} {column} {cpu_ratio(results, row, column)}"
             for row in (contender.name for contender in OURS)
-            for column in (COLD_CPU, COLD_TRIO)
+            for column in RUNS
         )
         + " (debugpy's processes are not all reaped by their parents, so"
         " their CPU time cannot be counted this way).",

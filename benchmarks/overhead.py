@@ -409,6 +409,11 @@ def on_pty(
         finally:
             os._exit(127)
     received = bytearray()
+    # Searched as bytes, in what each read added (and the few bytes before
+    # it that a pattern could start in): a workload printing megabytes must
+    # not cost the harness a decode of everything at every read.
+    encoded = [pattern.encode() for pattern in patterns]
+    longest = max((len(pattern) for pattern in encoded), default=0)
     status: int | None = None
     try:
         while True:
@@ -428,11 +433,14 @@ def on_pty(
             if not data:
                 break
             received += data
-            text = received.decode(errors="replace")
+            start = max(0, len(received) - len(data) - longest)
             hits = [
-                (text.find(p), index) for index, p in enumerate(patterns) if p in text
+                (found, index)
+                for index, pattern in enumerate(encoded)
+                if (found := received.find(pattern, start)) >= 0
             ]
             if hits:
+                text = received.decode(errors="replace")
                 return PtyRun(text, min(hits)[1], time.perf_counter() - started, None)
         status = reap(pid, deadline)
         seconds = time.perf_counter() - started

@@ -36,18 +36,20 @@ steps, or idle in epoll.
 
 A launched program's ``sys.stdout`` and ``sys.stderr`` are
 ``ForwardedStream`` objects: a write queues the text with ``post_output``
-(never waiting for the network), and the agent sends it as an ``output`` event in
-its place among the other events -- two pipes read side by side would not
-keep the order of stdout and stderr.  Everything posted between two
-deliveries -- events, output, the results of commands (``post_call``) -- is
-one batch, in the order posted: one ``run_sync_soon``, and the agent sends
-what is queued in one write.  ``thread`` events are not urgent: they wait in
-the batch for the next urgent post, for the program's loop to go idle or for
-its end (``flush``), because waking the agent thread while the program runs
-makes the two fight for the GIL, at the program's expense.  The agent sends
-what is queued before it closes the connection at the end of the program,
-and from then on (or once the adapter is lost) the streams write to the
-real file descriptors, whose pipes the adapter still reads.
+(waiting only while more than ``OUTPUT_PENDING_CHARS`` of it wait to be
+sent, as a write to a full pipe would), and the agent sends it as an
+``output`` event in its place among the other events -- two pipes read side
+by side would not keep the order of stdout and stderr.  Everything posted
+between two deliveries -- events, output, the results of commands
+(``post_call``) -- is one batch, in the order posted: one ``run_sync_soon``,
+and the agent sends what is queued in one write.  ``thread`` events are not
+urgent: they wait in the batch for the next urgent post, for the program's
+loop to go idle or for its end (``flush``), because waking the agent thread
+while the program runs makes the two fight for the GIL, at the program's
+expense.  The agent sends what is queued before it closes the connection at
+the end of the program, and from then on (or once the adapter is lost) the
+streams write to the real file descriptors, whose pipes the adapter still
+reads.
 
 A launched program quits when its adapter goes away.  An attached one
 forgets the client's breakpoints and exception filters, goes on if it was
@@ -77,7 +79,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TextIO, cast
 
 from . import _session
 from ._dap_debuggee import (
@@ -119,6 +121,10 @@ PAUSE_RETRY_SECONDS = 1.5
 
 #: How much program output one ``output`` event carries at most (characters).
 OUTPUT_EVENT_CHARS = 64 * 1024
+#: How much program output may wait for the agent to take it (characters):
+#: beyond it, the program's writes wait, as writes to a full pipe do, so a
+#: program that prints faster than the client reads cannot fill its memory.
+OUTPUT_PENDING_CHARS = 1024 * 1024
 
 
 Sink = Callable[[str, Any], None]
@@ -164,6 +170,10 @@ class DapEndpoint:
         # holds it).
         self._post_lock = threading.RLock()
         self._output_open = False
+        #: Output in the pending batch (characters); writers wait on
+        #: ``_room`` while it is over ``OUTPUT_PENDING_CHARS``.
+        self._output_pending = 0
+        self._room = threading.Condition(self._post_lock)
         self._pending: list[list[Any]] | None = None
         self._delivery_queued = False
 
@@ -178,6 +188,8 @@ class DapEndpoint:
             self._output_open = False
             self._pending = None
             self._delivery_queued = False
+            self._output_pending = 0
+            self._room.notify_all()
 
     def _post(self, item: list[Any], *, urgent: bool = True) -> bool:
         """Add *item* to the pending batch (the lock held); False if unbound."""
@@ -241,11 +253,16 @@ class DapEndpoint:
 
     def post_output(self, category: str, text: str) -> bool:
         """Queue program output (``sys.stdout``, ``sys.stderr``) for the
-        adapter, after everything posted before; from any thread, never
-        blocks.  False if output no longer goes to the adapter.
+        adapter, after everything posted before; from any thread.  False if
+        output no longer goes to the adapter.
 
-        Consecutive writes of the same category in one batch become one
-        ``output`` event.
+        Once queued, the text is on its way; then, while more than
+        ``OUTPUT_PENDING_CHARS`` of output wait for the agent (which sends
+        no faster than the adapter reads, and the adapter reads no faster
+        than the client), the caller waits, as a write to a full pipe
+        does.  The agent's own threads never wait, nor does a write made
+        inside a post (a signal handler's).  Consecutive writes of the same
+        category in one batch become one ``output`` event.
         """
         with self._post_lock:
             if not self._output_open:
@@ -253,23 +270,47 @@ class DapEndpoint:
             batch = self._pending
             if batch and batch[-1][0] == "output" and batch[-1][1] == category:
                 batch[-1][2].append(text)
-                if self._queue_delivery():
-                    return True
-            elif self._post(["output", category, [text]]):
+                queued = self._queue_delivery()
+            else:
+                queued = self._post(["output", category, [text]])
+            if not queued:
+                self._output_open = False
+                return False
+            self._output_pending += len(text)
+            if self._output_pending <= OUTPUT_PENDING_CHARS:
                 return True
-            self._output_open = False
-            return False
+        self._wait_for_room()
+        return True
+
+    def _wait_for_room(self) -> None:
+        # Held here, the lock was taken by a post this write interrupted (a
+        # signal handler's print): the delivery that makes room needs it.
+        # (``_is_owned`` is what ``threading.Condition`` asks an RLock too.)
+        if cast(Any, self._post_lock)._is_owned():
+            return
+        session = getattr(self, "session", None)
+        if session is not None and threading.get_ident() in session.own_threads:
+            return  # the agent's own thread: it makes the room
+        with self._room:
+            self._room.wait_for(self._has_room)
+
+    def _has_room(self) -> bool:
+        return not self._output_open or self._output_pending <= OUTPUT_PENDING_CHARS
 
     def close_output(self) -> None:
         """From now on, ``post_output`` refuses (what was posted is sent)."""
         with self._post_lock:
             self._output_open = False
+            self._room.notify_all()
 
     def _deliver_batch(self, batch: list[list[Any]]) -> None:
         with self._post_lock:
             if self._pending is batch:
                 self._pending = None
                 self._delivery_queued = False
+                # All the output waiting was in this batch.
+                self._output_pending = 0
+                self._room.notify_all()
         for kind, first, second in batch:
             if kind == "event":
                 self._deliver(first, second)
@@ -860,7 +901,9 @@ class ForwardedBuffer(_WriteOnly, io.RawIOBase):
 
     def __init__(self, stream: ForwardedStream) -> None:
         self._stream = stream
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler may write while its thread is in a
+        # write here (which may be waiting for room, see ``post_output``).
+        self._lock = threading.RLock()
         self.reset_decoder()
 
     def reset_decoder(self) -> None:

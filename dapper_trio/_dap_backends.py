@@ -105,6 +105,12 @@ class BackendHost(Protocol):
     def post(self, event: str, body: Mapping[str, Any] | None = None) -> None:
         """Send *event* to the client, after every event posted before."""
 
+    async def output_room(self) -> None:
+        """Wait while too much program output waits for the client."""
+
+    def wait_for_output_room(self) -> None:
+        """``output_room`` from another thread (in the loop's, no wait)."""
+
     async def configuration(self) -> dict[str, Any]:
         """The client's configuration, once ``configurationDone`` has come."""
 
@@ -150,6 +156,10 @@ class _ChannelBackend:
 
     async def _handle_event(self, event: str, body: Any) -> None:
         self.host.post(event, body if isinstance(body, dict) else {})
+        if event == "output":
+            # Read no more from the program until the client has read
+            # enough: the program's writes then wait (``_dap_agent``).
+            await self.host.output_room()
 
 
 # -- a child process -------------------------------------------------------------
@@ -322,6 +332,7 @@ class ExternalProcessBackend(_ChannelBackend):
             text = decoder.decode(data, final=not data)
             if text:
                 self.host.post("output", {"category": category, "output": text})
+                await self.host.output_room()  # the pipe fills meanwhile
             if not data:
                 return
 
@@ -630,8 +641,15 @@ class InProcessBackend:
         previous_session = _session._SESSION
         previous_factory = _tracing.debugger_factory
 
+        endpoint = self._endpoint
+
         def post_output(category: str, text: str) -> None:
-            with contextlib.suppress(trio.RunFinishedError):
+            # Through the endpoint: batched (one event for many writes) and
+            # in order with the program's other events.
+            if endpoint.post_output(category, text):
+                self.host.wait_for_output_room()
+                return
+            with contextlib.suppress(trio.RunFinishedError):  # after the end
                 token.run_sync_soon(
                     self.host.post, "output", {"category": category, "output": text}
                 )

@@ -31,17 +31,22 @@ messages, one task per request (each in a ``CancelScope`` registered by the
 request's ``seq``, which ``cancel`` cancels), and the backend.  Events from
 the backend go through one queue and one forwarder task, so they reach the
 client in order; a ``stopped`` event waits until no resuming request is
-still unanswered.  Configuration requests (setBreakpoints,
+still unanswered.  The program's output is bounded there (``OutputBudget``):
+while more than ``OUTPUT_QUEUE_CHARS`` of it wait for the client, what
+brings more (the debuggee connection's reader, the readers of its pipes, an
+in-process program's writes) waits, so the program's writes end up waiting
+as writes to a full pipe do, and a client that reads slowly costs neither
+process its memory.  Configuration requests (setBreakpoints,
 setFunctionBreakpoints, setExceptionBreakpoints, configurationDone) take
 turns on a lock, so they apply in the order they were sent; until the
-program has asked for its configuration (it does when it connects, and
-gets it once ``configurationDone`` has come: it does not start before the
-client has set its breakpoints) they are only stored.  Line breakpoints are
-checked here, from the source (``check_breakpoints``); function breakpoints
-are looked up by the program, which knows its own ``sys.path``.
-``disconnect`` and ``terminate`` end the program or detach from it (see the
-backends); after ``disconnect`` is answered the whole nursery is cancelled
-and the adapter exits.
+program has asked for its configuration (it does when it connects, and gets
+it once ``configurationDone`` has come: it does not start before the client
+has set its breakpoints) they are only stored.  Line breakpoints are checked
+here, from the source (``check_breakpoints``); function breakpoints are
+looked up by the program, which knows its own ``sys.path``. ``disconnect``
+and ``terminate`` end the program or detach from it (see the backends);
+after ``disconnect`` is answered the whole nursery is cancelled and the
+adapter exits.
 
 Bad input never ends a session: a message whose body is not JSON, an
 unknown command, missing or wrongly typed arguments, a program that does not
@@ -62,6 +67,7 @@ import math
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -108,6 +114,96 @@ EVENTS_FLUSH_TIMEOUT = 2.0
 
 #: The marker queued among the events by ``_events_flushed`` (not an event).
 _FLUSH = "<flush>"
+
+#: How much program output may wait to be sent to the client (characters)
+#: before what produces it waits (``OutputBudget``).
+OUTPUT_QUEUE_CHARS = 1024 * 1024
+
+
+def _output_chars(event: str, body: Any) -> int:
+    """How much of the output budget an event takes."""
+    if event != "output" or not isinstance(body, Mapping):
+        return 0
+    output = body.get("output")
+    return len(output) if isinstance(output, str) else 0
+
+
+class OutputBudget:
+    """How much program output waits in the adapter to be sent to the client.
+
+    Queueing output adds its length (from any thread), sending it takes it
+    off (in the loop).  Once more than ``limit`` characters wait, producers
+    wait for the client to read half of them: ``room`` in the loop,
+    ``wait_for_room`` from another thread (in the loop's own thread it
+    returns at once).  Waiting for half, not for the first character under
+    the limit, lets a producer bring a run of output at each wake-up rather
+    than one event.  ``close`` (the client is gone, or the session over)
+    lets everyone on.
+    """
+
+    def __init__(self, limit: int = OUTPUT_QUEUE_CHARS) -> None:
+        self.limit = limit
+        self._queued = 0
+        self._over = False  # over the limit, and not yet down to half of it
+        self._open = True
+        self._lock = threading.Condition()
+        self._changed = trio.Event()
+        self._loop_thread = threading.get_ident()
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    @property
+    def full(self) -> bool:
+        return self._open and self._over
+
+    def add(self, chars: int) -> None:
+        if chars:
+            with self._lock:
+                self._queued += chars
+                if self._queued > self.limit:
+                    self._over = True
+
+    def sent(self, chars: int) -> None:
+        """*chars* of output left the queue (in the loop)."""
+        if not chars:
+            return
+        with self._lock:
+            self._queued -= chars
+            woken = self._over and self._queued <= self.limit // 2
+            if woken:
+                self._over = False
+                self._lock.notify_all()
+        if woken:
+            self._wake()
+
+    def close(self) -> None:
+        """Nobody waits from now on (in the loop)."""
+        with self._lock:
+            self._open = False
+            self._lock.notify_all()
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def room(self) -> None:
+        """Return once the queue is not full (see above).
+
+        Cancelled, it stops waiting (nothing was queued by it).
+        """
+        while self.full:
+            await self._changed.wait()
+
+    def wait_for_room(self) -> None:
+        """``room`` for a thread outside the loop; returns at once inside it."""
+        if threading.get_ident() == self._loop_thread:
+            return
+        with self._lock:
+            self._lock.wait_for(lambda: not self.full)
+
 
 #: Requests the program answers, with the arguments each one must have.
 _FORWARDED: dict[str, tuple[tuple[str, type, bool], ...]] = {
@@ -221,8 +317,10 @@ class DapServer:
         self._resumes_in_flight = 0
         self._resumes_done = trio.Event()
         self._events_send, self._events_receive = trio.open_memory_channel[
-            tuple[str, Any]
+            tuple[str, Any, int]
         ](math.inf)
+        #: Output queued there, and what waits for room (``OutputBudget``).
+        self.output_budget = OutputBudget()
         self._nursery: trio.Nursery | None = None
         self._ending = False
 
@@ -627,8 +725,26 @@ class DapServer:
         """Send *event* to the client, after every event posted before."""
         if event in self._muted:
             return  # sent before trio was imported (``_dap_early``)
-        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            self._events_send.send_nowait((event, body))
+        chars = _output_chars(event, body)
+        self.output_budget.add(chars)
+        self._enqueue(event, body, chars)
+
+    def _enqueue(self, event: str, body: Any, chars: int) -> None:
+        try:
+            self._events_send.send_nowait((event, body, chars))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self.output_budget.sent(chars)
+
+    async def output_room(self) -> None:
+        """Return once the client has read enough of the program's output
+        (``OutputBudget``); what produces output awaits this after posting
+        it.  Cancelled, it stops waiting."""
+        await self.output_budget.room()
+
+    def wait_for_output_room(self) -> None:
+        """``output_room`` for a thread outside the loop (an in-process
+        program's); in the loop's own thread it returns at once."""
+        self.output_budget.wait_for_room()
 
     async def configuration(self) -> dict[str, Any]:
         """The program's configuration, once the client is done configuring."""
@@ -649,14 +765,20 @@ class DapServer:
         ``stopped`` event may wait for a resume that never comes)."""
         flushed = trio.Event()
         try:
-            self._events_send.send_nowait((_FLUSH, flushed))
+            self._events_send.send_nowait((_FLUSH, flushed, 0))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return
         with trio.move_on_after(EVENTS_FLUSH_TIMEOUT):
             await flushed.wait()
 
     async def _forward_events(self) -> None:
-        async for event, body in self._events_receive:
+        try:
+            await self._forward_each_event()
+        finally:
+            self.output_budget.close()
+
+    async def _forward_each_event(self) -> None:
+        async for event, body, chars in self._events_receive:
             if event == _FLUSH:
                 body.set()
                 continue
@@ -669,6 +791,7 @@ class DapServer:
             elif event == "continued" and backend is not None:
                 backend.stopped = False
             await self._send_event(event, body)
+            self.output_budget.sent(chars)
 
 
 # -- entry points ----------------------------------------------------------------

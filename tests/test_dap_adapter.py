@@ -157,8 +157,11 @@ class Client:
 
 
 @contextlib.asynccontextmanager
-async def open_adapter() -> AsyncIterator[Client]:
-    """A ``dapper-trio dap`` process and a client on it; killed and reaped after."""
+async def open_adapter(*, reading: bool = True) -> AsyncIterator[Client]:
+    """A ``dapper-trio dap`` process and a client on it; killed and reaped after.
+
+    Not *reading*, the client reads nothing until the test runs its ``read``.
+    """
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "dapper_trio", "dap"],
         stdin=subprocess.PIPE,
@@ -167,7 +170,8 @@ async def open_adapter() -> AsyncIterator[Client]:
     client = Client(process)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(client.read)
+            if reading:
+                nursery.start_soon(client.read)
             yield client
             nursery.cancel_scope.cancel()
     finally:
@@ -176,6 +180,8 @@ async def open_adapter() -> AsyncIterator[Client]:
             # clean up; it is killed only if that does not work.
             if process.stdin is not None:
                 await process.stdin.aclose()
+            if not reading and process.stdout is not None:
+                await process.stdout.aclose()  # a writing adapter sees EPIPE
             with trio.move_on_after(10):
                 await process.wait()
             if process.returncode is None:
