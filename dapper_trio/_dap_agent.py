@@ -56,8 +56,14 @@ forgets the client's breakpoints and exception filters, goes on if it was
 stopped, and waits for the next client: one at a time, each proving it
 holds the listener's token.
 
+A child the program forks writes to the real file descriptors (the
+adapter forwards their pipes): no agent thread runs there.  At its end, a
+launched program waits while what it has not yet sent gets on its way (a
+slow client holds it back, as a full pipe would), up to
+``FINISH_STALL_TIMEOUT`` without progress.
+
 Known holes.  Output queued when the program calls ``os._exit`` or dies of
-a signal is lost; the queue has no bound.  Without SIGINT (an attached
+a signal is lost.  Without SIGINT (an attached
 program, an in-process one), a pause waits until the running task reaches a
 checkpoint, and a program outside trio cannot be paused at all.
 """
@@ -77,6 +83,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TextIO, cast
@@ -114,6 +121,9 @@ CONFIG_TIMEOUT = 60.0
 #: How long, at the end, a launched debuggee waits for the adapter to have
 #: read what it sent and closed the connection.
 FINISH_TIMEOUT = 5.0
+#: How long, at the end, it waits for the adapter to read more of what is
+#: still unsent (a client that reads slowly holds the adapter back).
+FINISH_STALL_TIMEOUT = 60.0
 #: How long a pause waits for a stop left by a previous adapter to end.
 LEFT_STOP_WAIT = 5.0
 #: A pause request not served within this many seconds may be sent again.
@@ -141,6 +151,12 @@ class Loop(Protocol):
 
 #: ``DapEndpoint.answer_now``: the request is answered later.
 LATER: Any = object()
+
+
+def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    function = method()
+    if function is not None:
+        function()
 
 
 class DapEndpoint:
@@ -174,8 +190,20 @@ class DapEndpoint:
         #: ``_room`` while it is over ``OUTPUT_PENDING_CHARS``.
         self._output_pending = 0
         self._room = threading.Condition(self._post_lock)
+        forked = weakref.WeakMethod(self._forked)
+        os.register_at_fork(after_in_child=lambda: _call_if_alive(forked))
         self._pending: list[list[Any]] | None = None
         self._delivery_queued = False
+
+    def _forked(self) -> None:
+        """In a child the program forked: no agent runs here, so output goes
+        to the real streams (whose pipes the adapter forwards), not to a
+        batch nobody takes -- writes would wait for room for ever.  The
+        locks are new: another thread may have held them at the fork."""
+        self._post_lock = threading.RLock()
+        self._room = threading.Condition(self._post_lock)
+        self._output_open = False
+        self._output_pending = 0
 
     def bind(self, token: Loop, sink: Sink) -> None:
         with self._post_lock:
@@ -528,6 +556,8 @@ class ConnectingAgent:
             os.set_inheritable(fd, False)
         self._connection: PlainConnection | None = None
         self._outgoing: list[bytes] = []
+        self._sent = 0  # bytes sent, for finish() to see progress
+        self._all_sent = False  # the connection is half-closed: all is out
         self._closing = False
         self._finishing = False
         self._initial_config: dict[str, Any] | None = None
@@ -580,7 +610,14 @@ class ConnectingAgent:
             self.run_sync_soon(self._close_when_sent)
         except RuntimeError:
             return  # the connection is gone already
-        self._thread.join(timeout=FINISH_TIMEOUT)
+        # Wait while what is left gets on its way: a client that reads
+        # slowly holds the adapter, and so this, back (its output is
+        # bounded); an adapter that reads nothing for long is given up on.
+        sent = -1
+        while self._thread.is_alive() and self._sent != sent:
+            sent = self._sent
+            stalled = FINISH_TIMEOUT if self._all_sent else FINISH_STALL_TIMEOUT
+            self._thread.join(timeout=stalled)
 
     # -- the endpoint's loop ---------------------------------------------------
 
@@ -643,12 +680,13 @@ class ConnectingAgent:
                 self._on_frame(frame)
             if self._outgoing:
                 data, self._outgoing = b"".join(self._outgoing), []
-                sock.sendall(data)
+                self._send_all(sock, data)
             if self._closing:
                 self._closing = False
                 # Half-close: the adapter reads everything sent, sees the
                 # end and closes its side, which ends this loop.
                 sock.shutdown(socket.SHUT_WR)
+                self._all_sent = True
             for fd, _ in poller.poll():
                 if fd == self._wake_read:
                     self._run_calls()
@@ -657,6 +695,14 @@ class ConnectingAgent:
                 if not data:
                     return
                 connection.decoder.feed(data)
+
+    def _send_all(self, sock: socket.socket, data: bytes) -> None:
+        """``sendall``, counting what went out (``finish`` watches it)."""
+        view = memoryview(data)
+        while view:
+            count = sock.send(view)
+            self._sent += count
+            view = view[count:]
 
     def _close_when_sent(self) -> None:
         self._closing = True

@@ -111,6 +111,9 @@ class BackendHost(Protocol):
     def wait_for_output_room(self) -> None:
         """``output_room`` from another thread (in the loop's, no wait)."""
 
+    def release_output(self) -> None:
+        """The program has ended: stop holding its output back."""
+
     async def configuration(self) -> dict[str, Any]:
         """The client's configuration, once ``configurationDone`` has come."""
 
@@ -246,6 +249,7 @@ class ExternalProcessBackend(_ChannelBackend):
                     async with trio.open_nursery() as connection:
                         connection.start_soon(self._serve_debuggee, listener)
                         await process.wait()
+                        self.host.release_output()
                         if self.connected.is_set():
                             # The program's last output events may still be
                             # on their way: the channel ends when they are in.

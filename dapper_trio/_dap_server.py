@@ -68,7 +68,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import trio
@@ -137,8 +137,10 @@ class OutputBudget:
     ``wait_for_room`` from another thread (in the loop's own thread it
     returns at once).  Waiting for half, not for the first character under
     the limit, lets a producer bring a run of output at each wake-up rather
-    than one event.  ``close`` (the client is gone, or the session over)
-    lets everyone on.
+    than one event.  ``close`` (the client is gone, the program ended or
+    is being ended) lets everyone on for good; while ``holding`` (the
+    forwarder keeps a ``stopped`` event back until a resume is answered,
+    and that answer may be behind the output) nobody waits either.
     """
 
     def __init__(self, limit: int = OUTPUT_QUEUE_CHARS) -> None:
@@ -146,6 +148,7 @@ class OutputBudget:
         self._queued = 0
         self._over = False  # over the limit, and not yet down to half of it
         self._open = True
+        self._holding = False
         self._lock = threading.Condition()
         self._changed = trio.Event()
         self._loop_thread = threading.get_ident()
@@ -156,7 +159,20 @@ class OutputBudget:
 
     @property
     def full(self) -> bool:
-        return self._open and self._over
+        return self._open and self._over and not self._holding
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Let everyone on while the block runs (in the loop)."""
+        with self._lock:
+            self._holding = True
+            self._lock.notify_all()
+        self._wake()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holding = False
 
     def add(self, chars: int) -> None:
         if chars:
@@ -717,6 +733,9 @@ class DapServer:
             return
         if terminate is None:
             terminate = backend.default_terminate
+        # What the program still sends is read at once from now on: the
+        # request that ends it must not wait behind its output.
+        self.output_budget.close()
         await backend.end(terminate=terminate)
 
     # -- what the backend asks of us ------------------------------------------------
@@ -740,6 +759,11 @@ class DapServer:
         (``OutputBudget``); what produces output awaits this after posting
         it.  Cancelled, it stops waiting."""
         await self.output_budget.room()
+
+    def release_output(self) -> None:
+        """The program has ended: read what it sent without waiting for the
+        client (what is left is what was in flight)."""
+        self.output_budget.close()
 
     def wait_for_output_room(self) -> None:
         """``output_room`` for a thread outside the loop (an in-process
@@ -783,9 +807,13 @@ class DapServer:
                 body.set()
                 continue
             backend = self._backend
+            if event == "stopped" and self._resumes_in_flight:
+                # The resume's answer may come behind output the budget
+                # would hold back: let the reader on until it is in.
+                with self.output_budget.holding():
+                    while self._resumes_in_flight:
+                        await self._resumes_done.wait()
             if event == "stopped":
-                while self._resumes_in_flight:
-                    await self._resumes_done.wait()
                 if backend is not None:
                     backend.stopped = True
             elif event == "continued" and backend is not None:

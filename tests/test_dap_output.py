@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import trio
-from test_dap_adapter import WAIT, disconnect, line_of, open_adapter, stdout_of
+from test_dap_adapter import (
+    WAIT,
+    Client,
+    disconnect,
+    line_of,
+    open_adapter,
+    stdout_of,
+)
 
-from dapper_trio._dap_agent import OUTPUT_PENDING_CHARS, DapEndpoint
+from dapper_trio._dap_agent import FINISH_TIMEOUT, OUTPUT_PENDING_CHARS, DapEndpoint
 from dapper_trio._dap_server import OutputBudget
 
 pytestmark = pytest.mark.timeout(120)
@@ -222,6 +229,28 @@ def memory_kb(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} for {pid}")
 
 
+async def launch_unread(
+    client: Client, launch: dict[str, Any], breakpoints: Sequence[int] = ()
+) -> None:
+    """Send the launch sequence without reading a single answer."""
+    requests: list[tuple[str, dict[str, Any]]] = [
+        ("initialize", {"adapterID": "dapper-trio"}),
+        ("launch", launch),
+    ]
+    if breakpoints:
+        source = {"path": launch["program"]}
+        specs = [{"line": line} for line in breakpoints]
+        requests.append(("setBreakpoints", {"source": source, "breakpoints": specs}))
+    for command, arguments in [*requests, ("configurationDone", {})]:
+        await client.send(command, arguments)
+
+
+def numbered_lines(count: int) -> list[str]:
+    """What the flooding programs print."""
+    body = "x" * 90
+    return [f"{i:08d} {body}" for i in range(count)]
+
+
 async def quiet_adapter_peak(tmp_path: Path, in_process: bool) -> int:
     """The peak memory (kB) of an adapter that ran a program printing one
     line: what an adapter takes without the flood, on this Python."""
@@ -253,12 +282,7 @@ async def test_a_client_that_does_not_read_holds_the_program_back(
         launch = {"program": str(program), "args": [str(marker), how]}
         if in_process:
             launch["inProcess"] = True
-        for command, arguments in [
-            ("initialize", {"adapterID": "dapper-trio"}),
-            ("launch", launch),
-            ("configurationDone", {}),
-        ]:
-            await client.send(command, arguments)
+        await launch_unread(client, launch)
         await trio.sleep(SILENCE)
         assert not marker.exists(), "the program ran on with nobody reading"
         assert memory_kb(client.process.pid, "VmHWM:") - quiet_peak < GROWTH_KB
@@ -269,8 +293,7 @@ async def test_a_client_that_does_not_read_holds_the_program_back(
             assert exited["body"]["exitCode"] == 0
             nursery.cancel_scope.cancel()
         text = stdout_of(client)
-        body = "x" * 90
-        assert text.splitlines() == [f"{i:08d} {body}" for i in range(LINES)]
+        assert text.splitlines() == numbered_lines(LINES)
         start, peak = map(int, marker.read_text().split())
         assert peak - start < GROWTH_KB
         assert memory_kb(client.process.pid, "VmHWM:") - quiet_peak < GROWTH_KB
@@ -280,18 +303,22 @@ async def test_a_client_that_does_not_read_holds_the_program_back(
 
 
 THREAD_FLOOD_PROGRAM = """\
-import sys, threading
+import sys, threading, time
 
+lines = int(sys.argv[1])
 body = "x" * 90
 
 
 def flood():
-    for i in range(50_000):
+    for i in range(lines):
         sys.stdout.write(f"{i:08d} {body}\\n")
 
 
 thread = threading.Thread(target=flood)
 thread.start()
+if len(sys.argv) > 2:  # say when the stop is near
+    time.sleep(0.5)
+    open(sys.argv[2], "w").close()
 stop_here = True  # mark: stop
 thread.join()
 print("done")
@@ -311,6 +338,7 @@ async def test_a_stop_while_another_thread_floods_output(
         await client.launch(
             str(program),
             {str(program): [{"line": line}]},
+            args=["50000"],
             inProcess=in_process,
         )
         stopped, frame = await client.stop()
@@ -319,9 +347,100 @@ async def test_a_stop_while_another_thread_floods_output(
         await client.request("continue", {"threadId": stopped["body"]["threadId"]})
         exited = await client.event("exited")
         assert exited["body"]["exitCode"] == 0
-        text = stdout_of(client)
-        body = "x" * 90
-        lines = text.splitlines()
-        assert lines[:-1] == [f"{i:08d} {body}" for i in range(50_000)]
+        lines = stdout_of(client).splitlines()
+        assert lines[:-1] == numbered_lines(50_000)
         assert lines[-1] == "done"
         await disconnect(client)
+
+
+async def test_a_resume_sent_before_the_client_saw_the_stop(tmp_path: Path) -> None:
+    """A client behind on output sends ``continue`` before it has read the
+    ``stopped`` event, while another thread floods: the adapter holds the
+    event back until the resume is answered, and the answer comes behind
+    output the bound would hold back -- which it must not, then."""
+    program = tmp_path / "thread_flood.py"
+    program.write_text(THREAD_FLOOD_PROGRAM)
+    marker = tmp_path / "at the stop"
+    line = line_of(str(program), "stop")
+    async with open_adapter(reading=False) as client:
+        await launch_unread(
+            client, {"program": str(program), "args": ["100000", str(marker)]}, [line]
+        )
+        with trio.fail_after(WAIT):
+            while not marker.exists():
+                await trio.sleep(0.01)
+        await trio.sleep(0.5)  # at the breakpoint; the thread fills the bounds
+        resume = await client.send("continue", {"threadId": 1})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.read)
+            assert (await client.response(resume))["success"]
+            await client.event("stopped")
+            exited = await client.event("exited")
+            assert exited["body"]["exitCode"] == 0
+            nursery.cancel_scope.cancel()
+        lines = stdout_of(client).splitlines()
+        assert lines[:-1] == numbered_lines(100_000)
+        assert lines[-1] == "done"
+
+
+FORKING_PROGRAM = """\
+import os, sys
+
+pid = os.fork()
+if pid == 0:
+    for i in range(20_000):
+        sys.stdout.write(f"child {i:08d}\\n")
+    sys.stdout.flush()
+    os._exit(0)
+print("child status", os.waitpid(pid, 0)[1])
+"""
+
+
+async def test_a_forked_child_s_output_goes_through_its_pipes(tmp_path: Path) -> None:
+    """No agent runs in a child the program forks: its output goes to the
+    real file descriptors, forwarded by the adapter, and it never waits for
+    room that nobody makes."""
+    program = tmp_path / "forking.py"
+    program.write_text(FORKING_PROGRAM)
+    async with open_adapter() as client:
+        await client.launch(str(program))
+        exited = await client.event("exited")
+        assert exited["body"]["exitCode"] == 0
+        await client.event("terminated")
+        # The child's pipe and the parent's connection are read side by
+        # side: each keeps its order.
+        lines = stdout_of(client).splitlines()
+        assert "child status 0" in lines
+        assert [line for line in lines if line.startswith("child 0")] == [
+            f"child {i:08d}" for i in range(20_000)
+        ]
+        await disconnect(client)
+
+
+TAIL_PROGRAM = """\
+import sys
+
+body = "x" * 90
+for i in range(30_000):
+    sys.stdout.write(f"{i:08d} {body}\\n")
+"""
+
+
+async def test_output_still_unsent_at_the_end_waits_for_a_slow_client(
+    tmp_path: Path,
+) -> None:
+    """A program that ends with 3 MB not yet read by the client, which reads
+    nothing for longer than the debuggee's 5 s wait for a normal close:
+    the debuggee waits while the rest is on its way, and nothing is lost."""
+    program = tmp_path / "tail.py"
+    program.write_text(TAIL_PROGRAM)
+    async with open_adapter(reading=False) as client:
+        await launch_unread(client, {"program": str(program)})
+        await trio.sleep(FINISH_TIMEOUT + 2)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.read)
+            exited = await client.event("exited")
+            assert exited["body"]["exitCode"] == 0
+            await client.event("terminated")
+            nursery.cancel_scope.cancel()
+        assert stdout_of(client).splitlines() == numbered_lines(30_000)
