@@ -204,6 +204,10 @@ class DapEndpoint:
         self._room = threading.Condition(self._post_lock)
         self._output_open = False
         self._output_pending = 0
+        # Nothing posted here is delivered: the loop is the parent's.
+        self._token = self._sink = None
+        self._pending = None
+        self._delivery_queued = False
 
     def bind(self, token: Loop, sink: Sink) -> None:
         with self._post_lock:
@@ -543,6 +547,7 @@ class ConnectingAgent:
     """
 
     def __init__(self, endpoint: DapEndpoint, address: Address, token: str) -> None:
+        self._pid = os.getpid()
         self.endpoint = endpoint
         self.address = address
         self.token = token
@@ -604,6 +609,8 @@ class ConnectingAgent:
 
         Output written from now on goes to the real streams.
         """
+        if os.getpid() != self._pid:
+            return  # a child the program forked: the agent is the parent's
         self._finishing = True
         self.endpoint.close_output()
         try:
@@ -949,8 +956,14 @@ class ForwardedBuffer(_WriteOnly, io.RawIOBase):
         self._stream = stream
         # Reentrant: a signal handler may write while its thread is in a
         # write here (which may be waiting for room, see ``post_output``).
+        # New in a forked child: a thread may have held it at the fork.
         self._lock = threading.RLock()
+        renew = weakref.WeakMethod(self._renew_lock)
+        os.register_at_fork(after_in_child=lambda: _call_if_alive(renew))
         self.reset_decoder()
+
+    def _renew_lock(self) -> None:
+        self._lock = threading.RLock()
 
     def reset_decoder(self) -> None:
         try:

@@ -148,7 +148,7 @@ class OutputBudget:
         self._queued = 0
         self._over = False  # over the limit, and not yet down to half of it
         self._open = True
-        self._holding = False
+        self._holding = 0  # how many holds are on
         self._lock = threading.Condition()
         self._changed = trio.Event()
         self._loop_thread = threading.get_ident()
@@ -165,14 +165,14 @@ class OutputBudget:
     def holding(self) -> Iterator[None]:
         """Let everyone on while the block runs (in the loop)."""
         with self._lock:
-            self._holding = True
+            self._holding += 1
             self._lock.notify_all()
         self._wake()
         try:
             yield
         finally:
             with self._lock:
-                self._holding = False
+                self._holding -= 1
 
     def add(self, chars: int) -> None:
         if chars:
@@ -733,10 +733,12 @@ class DapServer:
             return
         if terminate is None:
             terminate = backend.default_terminate
-        # What the program still sends is read at once from now on: the
-        # request that ends it must not wait behind its output.
-        self.output_budget.close()
-        await backend.end(terminate=terminate)
+        # What the program still sends is read at once meanwhile: the
+        # request that ends it must not wait behind its output.  (A program
+        # that goes on -- a detach, a terminate it ignores -- is bounded
+        # again after.)
+        with self.output_budget.holding():
+            await backend.end(terminate=terminate)
 
     # -- what the backend asks of us ------------------------------------------------
 

@@ -444,3 +444,54 @@ async def test_output_still_unsent_at_the_end_waits_for_a_slow_client(
             await client.event("terminated")
             nursery.cancel_scope.cancel()
         assert stdout_of(client).splitlines() == numbered_lines(30_000)
+
+
+FORK_WHILE_WAITING_PROGRAM = """\
+import os, sys, threading, time, warnings
+
+result = sys.argv[1]
+# 3.12 warns of a fork in a threaded process: to stderr, which, like stdout,
+# nobody reads here, so the parent would wait for room there.
+warnings.simplefilter("ignore", DeprecationWarning)
+
+
+def flood():
+    for i in range(300_000):
+        sys.stdout.buffer.write(b"%08d " % i + b"y" * 90 + b"\\n")
+
+
+threading.Thread(target=flood, daemon=True).start()
+time.sleep(1.5)  # nobody reads: the thread waits for room in buffer.write
+pid = os.fork()
+if pid == 0:
+    sys.stdout.buffer.write(b"child\\n")
+    os._exit(0)
+deadline = time.monotonic() + 8
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        message = f"child exited {status}"
+        break
+    time.sleep(0.05)
+else:
+    message = "the child hung"
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+with open(result, "w") as out:
+    out.write(message)
+os._exit(0)
+"""
+
+
+async def test_a_child_forked_while_a_write_waits_for_room(tmp_path: Path) -> None:
+    """A thread holds the stream's lock while it waits for room when the
+    program forks: the child's writes must not wait for that lock."""
+    program = tmp_path / "fork_while_waiting.py"
+    program.write_text(FORK_WHILE_WAITING_PROGRAM)
+    result = tmp_path / "result"
+    async with open_adapter(reading=False) as client:
+        await launch_unread(client, {"program": str(program), "args": [str(result)]})
+        with trio.fail_after(WAIT):
+            while not result.exists() or not result.read_text():
+                await trio.sleep(0.05)
+        assert result.read_text() == "child exited 0"
